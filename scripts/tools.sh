@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds the real components the tests and the demo run against, into a versioned cache
+# outside the repository: kube-apiserver, kubectl (k8s.io/kubernetes), etcd, helm from Go
+# modules; BIND and the DNS tools from Debian. Idempotent: with the cache present it only checks.
+#
+#   scripts/tools.sh            build everything that is missing, print the bin directory
+#   scripts/tools.sh bindir     print the bin directory only
+set -euo pipefail
+
+KUBE_VERSION=${KUBE_VERSION:-1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-3.6.16}
+HELM_VERSION=${HELM_VERSION:-3.22.0}
+
+CACHE=${MAILSEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailsec}
+BIN="$CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+
+if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+export GOPATH=${GOPATH:-$CACHE/gopath} GOCACHE=${GOCACHE:-$CACHE/gocache}
+mkdir -p "$BIN" "$CACHE/build"
+
+debian_packages() {
+  local want=() p
+  for p in bind9 bind9-utils bind9-dnsutils; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || want+=("$p")
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${want[*]}"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  # The packaged named service must not hold port 53 or our files: we start our own.
+  if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now named >/dev/null 2>&1 || true; fi
+}
+
+# k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules with local
+# paths), so a throwaway module requires it and points every staging module at its published tag.
+build_kubernetes() {
+  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ] && return 0
+  local dir="$CACHE/build/kubernetes-$KUBE_VERSION" minor
+  minor="0.${KUBE_VERSION#*.}"
+  log "building kube-apiserver and kubectl v$KUBE_VERSION (cold: several minutes)"
+  mkdir -p "$dir" && cd "$dir"
+  local modfile
+  modfile=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo "module mailsec.local/kubebuild"
+    echo "go 1.26"
+    echo "require k8s.io/kubernetes v$KUBE_VERSION"
+    echo "replace ("
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$modfile" |
+      awk -v v="v$minor" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } > go.mod
+  local pkg=k8s.io/client-go/pkg/version comp=k8s.io/component-base/version ld="-s -w"
+  local major=${KUBE_VERSION%%.*} mnr=${KUBE_VERSION#*.}; mnr=${mnr%%.*}
+  for p in $pkg $comp; do
+    ld="$ld -X $p.gitVersion=v$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$mnr -X $p.gitTreeState=clean"
+  done
+  go build -trimpath -ldflags "$ld" -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -trimpath -ldflags "$ld" -o "$BIN/kubectl" k8s.io/kubernetes/cmd/kubectl
+}
+
+# etcd's own main module also uses local replaces; its server module exports etcdmain.Main.
+build_etcd() {
+  [ -x "$BIN/etcd" ] && return 0
+  local dir="$CACHE/build/etcd-$ETCD_VERSION"
+  log "building etcd v$ETCD_VERSION"
+  mkdir -p "$dir" && cd "$dir"
+  printf 'module mailsec.local/etcdbuild\ngo 1.26\nrequire go.etcd.io/etcd/server/v3 v%s\n' "$ETCD_VERSION" > go.mod
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" .
+}
+
+build_helm() {
+  [ -x "$BIN/helm" ] && return 0
+  log "building helm v$HELM_VERSION"
+  GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+}
+
+debian_packages
+build_etcd
+build_kubernetes
+build_helm
+echo "$BIN"

@@ -1,0 +1,164 @@
+//! `DNSProvider` (namespaced) and `ClusterDNSProvider` (cluster-wide): where and how records are
+//! written, in the manner of cert-manager's Issuer and ClusterIssuer.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::patterns::HOST;
+
+/// A DNS provider usable by MailDomains in its own namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailsec.io",
+    version = "v1alpha1",
+    kind = "DNSProvider",
+    plural = "dnsproviders",
+    category = "mailsec",
+    namespaced,
+    derive = "PartialEq",
+    doc = "Where and how the operator writes DNS records, for MailDomains in this namespace.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
+pub struct DNSProviderSpec {
+    /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS) or `manual`
+    /// (write nothing; status lists the records to publish by hand).
+    #[serde(rename = "type")]
+    pub provider_type: ProviderType,
+    /// Settings of the rfc2136 provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Spec>,
+    /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
+    /// longest matching suffix. When empty, the zone is the MailDomain's domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new(format!("self.all(z, z.matches('{HOST}'))")).message("each zone must be a domain name such as example.com, without a trailing dot"))]
+    pub zones: Vec<String>,
+    /// What the operator may do to existing records: `sync` (create, update and delete its own
+    /// values), `upsert-only` (never delete) or `create-only` (never change a published value).
+    #[serde(default)]
+    pub policy: SyncPolicy,
+    /// Identifies this installation in ownership markers, so two installations writing one zone
+    /// do not take each other's records. Defaults to the operator's own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$')").message("ownerId must be lower-case letters, digits and inner hyphens"))]
+    pub owner_id: Option<String>,
+}
+
+/// The provider implementation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    Rfc2136,
+    Manual,
+}
+
+/// What the operator may change in DNS.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum SyncPolicy {
+    #[default]
+    #[serde(rename = "sync")]
+    Sync,
+    #[serde(rename = "upsert-only")]
+    UpsertOnly,
+    #[serde(rename = "create-only")]
+    CreateOnly,
+}
+
+/// RFC 2136 dynamic update settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rfc2136Spec {
+    /// The primary server that accepts updates, `host:port` or `host` (port 53), e.g.
+    /// `ns1.example.com:53` or `[2001:db8::53]:53`.
+    #[schemars(length(min = 1, max = 261))]
+    pub server: String,
+    /// The TSIG key name, as configured on the server.
+    #[schemars(length(min = 1, max = 253))]
+    pub tsig_key_name: String,
+    /// The TSIG algorithm.
+    #[serde(default)]
+    pub tsig_algorithm: TsigAlgorithm,
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding the base64 TSIG secret.
+    pub tsig_secret_ref: SecretKeyRef,
+}
+
+/// TSIG HMAC algorithms.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum TsigAlgorithm {
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+/// A key inside a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The data key.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A DNS provider usable by MailDomains in any allowed namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailsec.io",
+    version = "v1alpha1",
+    kind = "ClusterDNSProvider",
+    plural = "clusterdnsproviders",
+    category = "mailsec",
+    derive = "PartialEq",
+    doc = "Where and how the operator writes DNS records, for MailDomains in the allowed namespaces.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
+pub struct ClusterDNSProviderSpec {
+    /// `rfc2136` or `manual`, as for DNSProvider.
+    #[serde(rename = "type")]
+    pub provider_type: ProviderType,
+    /// Settings of the rfc2136 provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Spec>,
+    /// The zones this provider may write; MailDomains for other domains are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new(format!("self.all(z, z.matches('{HOST}'))")).message("each zone must be a domain name such as example.com, without a trailing dot"))]
+    pub zones: Vec<String>,
+    /// `sync`, `upsert-only` or `create-only`, as for DNSProvider.
+    #[serde(default)]
+    pub policy: SyncPolicy,
+    /// Identifies this installation in ownership markers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$')").message("ownerId must be lower-case letters, digits and inner hyphens"))]
+    pub owner_id: Option<String>,
+    /// Namespaces whose MailDomains may use this provider. When empty, all may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    pub allowed_namespaces: Vec<String>,
+}

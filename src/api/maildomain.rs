@@ -1,0 +1,427 @@
+//! The `MailDomain` custom resource: one mail domain's security records and policy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::patterns::{HOST, MX_PATTERN, SELECTOR};
+
+/// The desired mail security of one domain: which records to publish (MTA-STS, TLS-RPT, SPF,
+/// DMARC, DKIM, BIMI), through which DNS provider, and how the MTA-STS policy is hosted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailsec.io",
+    version = "v1alpha1",
+    kind = "MailDomain",
+    plural = "maildomains",
+    shortname = "md",
+    category = "mailsec",
+    namespaced,
+    status = "MailDomainStatus",
+    derive = "PartialEq",
+    doc = "A mail domain whose MTA-STS policy and mail security TXT records the operator publishes and verifies.",
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mtaSts.mode"),
+    printcolumn(name = "Policy-ID", type_ = "string", json_path = ".status.policyId"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.mtaSts) || (has(self.mtaSts.mode) && self.mtaSts.mode == 'none') || (has(self.mx) && size(self.mx) > 0)")
+        .message("mx must list at least one MX host pattern when mtaSts.mode is testing or enforce")
+        .field_path(".mx")
+        .reason(kube::core::Reason::FieldValueRequired),
+    validation = Rule::new("has(self.mtaSts) || has(self.tlsRpt) || has(self.spf) || has(self.dmarc) || (has(self.dkim) && size(self.dkim) > 0) || has(self.bimi)")
+        .message("nothing to publish: set at least one of mtaSts, tlsRpt, spf, dmarc, dkim, bimi")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainSpec {
+    /// The mail domain, e.g. `example.com`. Internationalized names are accepted and published
+    /// as A-labels (`bücher.example` becomes `xn--bcher-kva.example`). No trailing dot.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{HOST}')")).message("domain must be a host name such as example.com, without a trailing dot"))]
+    pub domain: String,
+
+    /// The DNSProvider (same namespace) or ClusterDNSProvider that publishes the records. When
+    /// absent, nothing is written to DNS and status lists the records to publish by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_provider_ref: Option<DnsProviderRef>,
+
+    /// TTL in seconds of the records the operator writes.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub ttl: u32,
+
+    /// The MX host patterns of the MTA-STS policy, also what the MX checks expect: host names
+    /// (`mx1.example.com`) or `*.` wildcards that match exactly one extra leftmost label
+    /// (`*.mail.example.net` matches `a.mail.example.net`, not `mail.example.net`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    #[x_kube(
+        validation = Rule::new(format!("self.all(m, m.matches('{MX_PATTERN}'))"))
+            .message("each mx must be a host name (mx1.example.com) or a wildcard of one leftmost label (*.example.com), without a trailing dot"),
+        merge_strategy = ListMerge::Set
+    )]
+    pub mx: Vec<String>,
+
+    /// MTA-STS (RFC 8461): the `_mta-sts` TXT record and the policy served at
+    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<MtaStsSpec>,
+
+    /// SMTP TLS reporting (RFC 8460): the `_smtp._tls` TXT record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_rpt: Option<TlsRptSpec>,
+
+    /// SPF (RFC 7208): the `v=spf1` TXT value at the domain apex. Other TXT values at the apex
+    /// are left untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<SpfSpec>,
+
+    /// DMARC (RFC 7489): the `_dmarc` TXT record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<DmarcSpec>,
+
+    /// DKIM (RFC 6376, RFC 8463) public keys, one `<selector>._domainkey` TXT record each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["selector".into()]))]
+    pub dkim: Vec<DkimSpec>,
+
+    /// BIMI: the `<selector>._bimi` TXT record pointing at the brand logo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bimi: Option<BimiSpec>,
+}
+
+fn default_ttl() -> u32 {
+    3600
+}
+
+/// A reference to the provider that publishes the records.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct DnsProviderRef {
+    /// `DNSProvider` (in the MailDomain's namespace) or `ClusterDNSProvider`.
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Name of the provider object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which provider kind a reference points at.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum ProviderKind {
+    #[default]
+    #[serde(rename = "DNSProvider")]
+    DnsProvider,
+    #[serde(rename = "ClusterDNSProvider")]
+    ClusterDnsProvider,
+}
+
+/// MTA-STS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MtaStsSpec {
+    /// `testing` (senders report failures but deliver), `enforce` (senders refuse to deliver
+    /// without validated TLS to a listed MX) or `none` (withdraws the policy).
+    #[serde(default)]
+    pub mode: MtaStsMode,
+    /// How long senders may cache the policy, in seconds (at most 31557600, about a year).
+    /// RFC 8461 advises weeks.
+    #[serde(default = "default_max_age")]
+    #[schemars(range(min = 1, max = 31557600))]
+    pub max_age: u32,
+    /// How `https://mta-sts.<domain>` reaches the policy server. When absent the operator
+    /// creates nothing for it and you route it yourself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_host: Option<PolicyHostSpec>,
+}
+
+fn default_max_age() -> u32 {
+    604_800
+}
+
+/// The MTA-STS policy mode.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaStsMode {
+    #[default]
+    Testing,
+    Enforce,
+    None,
+}
+
+/// How the policy host is exposed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.ingress) != has(self.external)").message("set exactly one of ingress or external"))]
+pub struct PolicyHostSpec {
+    /// Create an Ingress for `mta-sts.<domain>` that routes to the policy server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// You route `mta-sts.<domain>` to the policy server yourself; the operator only checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+    /// A cert-manager Certificate for `mta-sts.<domain>`, used by the Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateSpec>,
+}
+
+/// Ingress settings for the policy host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The IngressClass to use; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub class_name: Option<String>,
+}
+
+/// Marker for a policy host routed by the user.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct ExternalSpec {}
+
+/// cert-manager settings for the policy host certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSpec {
+    /// The cert-manager issuer that signs the certificate.
+    pub issuer_ref: IssuerRef,
+}
+
+/// A cert-manager issuer reference.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct IssuerRef {
+    /// `Issuer` or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    #[x_kube(validation = Rule::new("self in ['Issuer', 'ClusterIssuer']").message("kind must be Issuer or ClusterIssuer"))]
+    #[schemars(length(max = 32))]
+    pub kind: String,
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+/// TLS-RPT settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct TlsRptSpec {
+    /// Where senders send daily TLS reports: `mailto:` addresses or `https://` URLs. Commas,
+    /// `!` and `;` inside a URI are percent-encoded when published.
+    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new("self.all(u, (u.startsWith('mailto:') && u.contains('@')) || u.startsWith('https://'))").message("each rua must be a mailto: address or an https:// URL"))]
+    pub rua: Vec<String>,
+}
+
+/// SPF settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!(has(self.all) && has(self.redirect))").message("set all or redirect, not both: receivers ignore redirect when all is present"))]
+pub struct SpfSpec {
+    /// Mechanisms in order, each optionally prefixed by a qualifier (`+ - ~ ?`): `mx`, `a`,
+    /// `a:host/24`, `ip4:192.0.2.0/24`, `ip6:2001:db8::/32`, `include:_spf.example.net`,
+    /// `exists:...`. At most 10 of them may need DNS lookups (RFC 7208 §4.6.4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = Rule::new("self.all(m, !m.matches('^[-+~?]?(?i:all)$') && !m.contains('='))").message("set all and redirect with their own fields, not as mechanisms"))]
+    pub mechanisms: Vec<String>,
+    /// What happens to mail from hosts no mechanism matched: `fail` (`-all`), `softfail`
+    /// (`~all`) or `neutral` (`?all`). Leave it out only when `redirect` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<SpfAll>,
+    /// Use another domain's SPF record (`redirect=`), instead of `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub redirect: Option<String>,
+}
+
+/// The qualifier of the final `all`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpfAll {
+    Fail,
+    Softfail,
+    Neutral,
+}
+
+/// DMARC settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DmarcSpec {
+    /// What receivers do with mail failing DMARC: `none`, `quarantine` or `reject`.
+    pub policy: DmarcPolicy,
+    /// The policy for subdomains (`sp=`); the main policy when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain_policy: Option<DmarcPolicy>,
+    /// Aggregate report destinations (`rua=`): `mailto:` addresses, optionally with a size limit
+    /// such as `mailto:dmarc@example.com!10m`. A destination outside this domain must publish an
+    /// authorization record (RFC 7489 §7.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.startsWith('mailto:') && u.contains('@'))").message("each rua must be a mailto: address"))]
+    pub rua: Vec<String>,
+    /// Failure report destinations (`ruf=`), `mailto:` addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new("self.all(u, u.startsWith('mailto:') && u.contains('@'))").message("each ruf must be a mailto: address"))]
+    pub ruf: Vec<String>,
+    /// Percentage of failing mail the policy applies to (`pct=`), 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percent: Option<u8>,
+    /// DKIM identifier alignment (`adkim=`): `relaxed` or `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_alignment: Option<Alignment>,
+    /// SPF identifier alignment (`aspf=`): `relaxed` or `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf_alignment: Option<Alignment>,
+    /// Failure reporting options (`fo=`): a `:`-separated list of `0`, `1`, `d`, `s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^[01ds](:[01ds])*$')").message("failureOptions must be a :-separated list of 0, 1, d, s"))]
+    pub failure_options: Option<String>,
+    /// Requested aggregate report interval in seconds (`ri=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3600, max = 31557600))]
+    pub report_interval: Option<u32>,
+}
+
+/// A DMARC disposition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcPolicy {
+    None,
+    Quarantine,
+    Reject,
+}
+
+/// An identifier alignment mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Alignment {
+    Relaxed,
+    Strict,
+}
+
+/// One DKIM selector and its key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keySecretRef) != has(self.publicKey)").message("set exactly one of keySecretRef or publicKey"))]
+pub struct DkimSpec {
+    /// The selector: the record is published at `<selector>._domainkey.<domain>`.
+    #[schemars(length(min = 1, max = 126))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{SELECTOR}')")).message("selector must be one or more labels of letters, digits and inner hyphens, such as s2026"))]
+    pub selector: String,
+    /// A Secret in this namespace holding the key in PEM (RSA or Ed25519; private or public,
+    /// PKCS#1, PKCS#8 or SubjectPublicKeyInfo). Only the public key is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<KeySecretRef>,
+    /// The public key as your mail provider gives it: the base64 `p=` value, or a PEM block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub public_key: Option<String>,
+    /// Publish `t=y`: the domain is testing DKIM and verifiers should not treat failures
+    /// differently from unsigned mail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub testing: bool,
+}
+
+/// A key inside a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+pub struct KeySecretRef {
+    /// Name of the Secret, in the MailDomain's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The data key holding the PEM.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "private.key".into()
+}
+
+/// BIMI settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BimiSpec {
+    /// The selector: the record is published at `<selector>._bimi.<domain>`.
+    #[serde(default = "default_bimi_selector")]
+    #[schemars(length(min = 1, max = 126))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{SELECTOR}')")).message("selector must be one or more labels of letters, digits and inner hyphens"))]
+    pub selector: String,
+    /// HTTPS URL of the logo, an SVG Tiny PS file (`l=`).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("logoUrl must be an https:// URL"))]
+    pub logo_url: String,
+    /// HTTPS URL of the Verified Mark Certificate in PEM (`a=`), if you have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("authorityUrl must be an https:// URL"))]
+    pub authority_url: Option<String>,
+}
+
+fn default_bimi_selector() -> String {
+    "default".into()
+}
+
+/// What the operator observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The id published in `_mta-sts`: 32 hex digits derived from the policy content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    /// The records the operator manages, with their state in DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordStatus>,
+    /// Current conditions: Ready, DNSPublished, PolicyHosted, CertificateReady and the checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One managed record.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordStatus {
+    /// Owner name, e.g. `_mta-sts.example.com`.
+    pub name: String,
+    /// Record type, `TXT`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The logical value (character-strings joined).
+    pub value: String,
+    /// `Published`, `Pending`, `Conflict` or `Error`.
+    pub state: RecordState,
+    /// Why the record is not published, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The state of one managed record.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RecordState {
+    Published,
+    Pending,
+    Conflict,
+    Error,
+}

@@ -1,0 +1,41 @@
+//! The `mailsec` command line.
+
+mod crd;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Publishes and verifies a domain's mail security records (MTA-STS, TLS-RPT, SPF, DKIM, DMARC,
+/// BIMI) from MailDomain resources.
+#[derive(Debug, Parser)]
+#[command(name = "mailsec", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print the DNS records and MTA-STS policy that MailDomain documents describe.
+    Render(render::RenderArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => crd::run(),
+        Command::Render(args) => render::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

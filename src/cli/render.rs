@@ -1,0 +1,248 @@
+//! `mailsec render`: MailDomain documents in, zone-file lines and policy files (or JSON) out.
+//! Secrets in the same input resolve DKIM `keySecretRef`s, so keys never need a cluster.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::MailDomain;
+use crate::controller::build::{self, Desired};
+use crate::controller::validate::{self, FieldError, SecretData};
+use crate::domain::mtasts::WELL_KNOWN_PATH;
+
+const API_VERSION: &str = "mailsec.io/v1alpha1";
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// File with one or more YAML documents (MailDomains, and Secrets holding DKIM keys);
+    /// `-` reads standard input. Repeat for several files.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    /// Zone-file lines and the policy file.
+    Text,
+    /// A JSON array, one object per domain: domain, records, policy.
+    Json,
+}
+
+/// Where a document came from, for messages.
+struct Origin {
+    file: String,
+    index: usize,
+    what: String,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}{}", self.file, self.index, self.what)
+    }
+}
+
+struct Document {
+    origin: Origin,
+    value: serde_json::Value,
+}
+
+pub fn run(args: &RenderArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut documents = Vec::new();
+    for file in &args.files {
+        documents.extend(read_documents(file)?);
+    }
+    let (domains, errors) = render_documents(documents);
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} error(s); nothing rendered", errors.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            let rendered: Vec<_> = domains.iter().map(|(_, d)| d.rendered()).collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&rendered)?)?;
+        }
+        Output::Text => {
+            for (i, (origin, desired)) in domains.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                write_text(&mut out, origin, desired)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_text(out: &mut impl Write, origin: &str, desired: &Desired) -> std::io::Result<()> {
+    writeln!(out, "; {} ({origin})", desired.domain)?;
+    for record in &desired.records {
+        writeln!(out, "{}", record.zone_line())?;
+    }
+    if let Some(policy) = &desired.policy {
+        writeln!(
+            out,
+            "\n; https://mta-sts.{}{WELL_KNOWN_PATH} (id {})",
+            desired.domain, policy.id
+        )?;
+        out.write_all(policy.text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn read_documents(file: &str) -> Result<Vec<Document>, Box<dyn std::error::Error>> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+    };
+    let values: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| format!("{file}: not valid YAML: {e}"))?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(i, value)| {
+            let what = describe(&value);
+            Document {
+                origin: Origin {
+                    file: file.to_owned(),
+                    index: i + 1,
+                    what,
+                },
+                value,
+            }
+        })
+        .collect())
+}
+
+/// ` (MailDomain mail/example-com)`, from whatever the document holds.
+fn describe(value: &serde_json::Value) -> String {
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("unknown kind");
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("unnamed");
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("default");
+    format!(" ({kind} {ns}/{name})")
+}
+
+/// Validates and builds every MailDomain; all errors are collected so one run shows them all.
+fn render_documents(documents: Vec<Document>) -> (Vec<(String, Desired)>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut secrets: BTreeMap<String, SecretData> = BTreeMap::new();
+    let mut mail_domains = Vec::new();
+    for doc in documents {
+        match doc.value.get("kind").and_then(|k| k.as_str()) {
+            Some("MailDomain")
+                if doc.value.get("apiVersion").and_then(|v| v.as_str()) != Some(API_VERSION) =>
+            {
+                errors.push(format!("{}: apiVersion: must be {API_VERSION}", doc.origin));
+            }
+            Some("MailDomain") => match typed::<MailDomain>(doc.value) {
+                Ok(md) => mail_domains.push((doc.origin, md)),
+                Err(errs) => errors.extend(errs.iter().map(|e| format!("{}: {e}", doc.origin))),
+            },
+            Some("Secret") => match typed::<Secret>(doc.value) {
+                Ok(secret) => {
+                    let ns = secret
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into());
+                    let name = secret.metadata.name.clone().unwrap_or_default();
+                    let mut data: BTreeMap<String, Vec<u8>> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    for (k, v) in secret.string_data.unwrap_or_default() {
+                        data.insert(k, v.into_bytes());
+                    }
+                    secrets.entry(ns).or_default().insert(name, data);
+                }
+                Err(errs) => errors.extend(errs.iter().map(|e| format!("{}: {e}", doc.origin))),
+            },
+            Some(_) => {}
+            None => errors.push(format!("{}: not a Kubernetes object (no kind)", doc.origin)),
+        }
+    }
+    let mut domains = Vec::new();
+    let empty = SecretData::new();
+    for (origin, md) in mail_domains {
+        if md.spec.domain.is_empty() {
+            errors.push(format!("{origin}: spec.domain: is required"));
+            continue;
+        }
+        let ns = md
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = md.metadata.name.clone().unwrap_or_default();
+        match validate::validate(&md.spec, secrets.get(&ns).unwrap_or(&empty)) {
+            Ok(valid) => {
+                for w in &valid.warnings {
+                    eprintln!("warning: {origin}: {w}");
+                }
+                domains.push((
+                    format!("MailDomain {ns}/{name}"),
+                    build::build(&valid.config),
+                ));
+            }
+            Err(invalid) => errors.extend(invalid.0.iter().map(|e| format!("{origin}: {e}"))),
+        }
+    }
+    (domains, errors)
+}
+
+/// Deserializes a document, naming the field of a type error and every unknown field (which the
+/// API server would refuse under kubectl's strict field validation).
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
+    let mut unknown = Vec::new();
+    let mut track = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let ignored = serde_ignored::Deserializer::new(value, &mut track);
+    let result: Result<T, _> = serde_path_to_error::deserialize(ignored);
+    let mut errors: Vec<FieldError> = unknown
+        .into_iter()
+        .filter(|p| {
+            !matches!(p.as_str(), "apiVersion" | "kind" | "status") && !p.starts_with("status.")
+        })
+        .map(|path| FieldError {
+            path,
+            message: "unknown field".into(),
+        })
+        .collect();
+    match result {
+        Ok(v) if errors.is_empty() => Ok(v),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            let path = e.path().to_string();
+            errors.push(FieldError {
+                path,
+                message: e.into_inner().to_string(),
+            });
+            Err(errors)
+        }
+    }
+}

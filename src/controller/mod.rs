@@ -1,0 +1,5 @@
+//! The reconcile pipeline: validate → build → apply → check → status. Validate and build are
+//! pure and shared with `mailsec render`.
+
+pub mod build;
+pub mod validate;

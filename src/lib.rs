@@ -1,0 +1,5 @@
+//! mailsec-operator: publishes and verifies a domain's mail security records.
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod domain;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    mailsec_operator::cli::main()
+}
