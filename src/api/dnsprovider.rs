@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::patterns::HOST;
 
 /// A DNS provider usable by MailDomains in its own namespace.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mailsec.io",
@@ -119,6 +121,8 @@ pub struct SecretKeyRef {
 }
 
 /// A DNS provider usable by MailDomains in any allowed namespace.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mailsec.io",

@@ -8,6 +8,8 @@ use super::patterns::{HOST, MX_PATTERN, SELECTOR};
 
 /// The desired mail security of one domain: which records to publish (MTA-STS, TLS-RPT, SPF,
 /// DMARC, DKIM, BIMI), through which DNS provider, and how the MTA-STS policy is hosted.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mailsec.io",

@@ -220,7 +220,8 @@ fn render_documents(documents: Vec<Document>) -> (Vec<(String, Desired)>, Vec<St
 /// API server would refuse under kubectl's strict field validation).
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Vec<FieldError>> {
     let mut unknown = Vec::new();
-    let mut track = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut track =
+        |path: serde_ignored::Path<'_>| unknown.push(path.to_string().replace(".?", ""));
     let ignored = serde_ignored::Deserializer::new(value, &mut track);
     let result: Result<T, _> = serde_path_to_error::deserialize(ignored);
     let mut errors: Vec<FieldError> = unknown

@@ -126,7 +126,10 @@ pub fn validate(spec: &MailDomainSpec, secrets: &SecretData) -> Result<Validated
             r.error(format!("spec.mx[{i}]"), format!("`{m}` is listed twice"));
         }
     }
-    let mta_sts = spec.mta_sts.as_ref().and_then(|s| mta_sts(s, &mx, &mut r));
+    let mta_sts = spec
+        .mta_sts
+        .as_ref()
+        .and_then(|s| mta_sts(s, &spec.mx, &mx, &mut r));
     let tls_rpt = spec.tls_rpt.as_ref().and_then(|s| tls_rpt(s, &mut r));
     let spf = spec.spf.as_ref().and_then(|s| spf(s, &mut r));
     let dmarc = spec
@@ -169,13 +172,18 @@ pub fn validate(spec: &MailDomainSpec, secrets: &SecretData) -> Result<Validated
     }
 }
 
-fn mta_sts(spec: &api::MtaStsSpec, mx: &[MxPattern], r: &mut Report) -> Option<Policy> {
+fn mta_sts(
+    spec: &api::MtaStsSpec,
+    given_mx: &[String],
+    mx: &[MxPattern],
+    r: &mut Report,
+) -> Option<Policy> {
     let mode = match spec.mode {
         api::MtaStsMode::Testing => Mode::Testing,
         api::MtaStsMode::Enforce => Mode::Enforce,
         api::MtaStsMode::None => Mode::None,
     };
-    if mode != Mode::None && mx.is_empty() {
+    if mode != Mode::None && given_mx.is_empty() {
         r.error(
             "spec.mx",
             format!("mtaSts.mode is {mode}: list at least one MX host pattern"),

@@ -56,6 +56,12 @@ pub struct MxPattern {
 
 impl MxPattern {
     pub fn parse(input: &str) -> Result<Self, NameError> {
+        let (wild, rest) = input
+            .strip_prefix("*.")
+            .map_or((false, input), |r| (true, r));
+        if rest.contains('*') || (!wild && input.starts_with('*')) {
+            return Err(NameError::Wildcard);
+        }
         match input.strip_prefix("*.") {
             Some(rest) => Ok(MxPattern {
                 wildcard: true,
@@ -366,7 +372,10 @@ mod tests {
 
     #[test]
     fn mx_patterns_refuse_other_wildcards() {
-        assert!(MxPattern::parse("*.*.example.com").is_err());
+        assert_eq!(
+            MxPattern::parse("*.*.example.com"),
+            Err(NameError::Wildcard)
+        );
         assert!(MxPattern::parse("mx*.example.com").is_err());
         assert!(MxPattern::parse("*example.com").is_err());
         assert!(MxPattern::parse("*").is_err());

@@ -23,6 +23,8 @@ pub enum NameError {
     SingleLabel,
     #[error("has an all-numeric top-level label `{0}`")]
     NumericTld(String),
+    #[error("may use `*` only as the whole leftmost label, as in `*.example.com` (RFC 8461 §3.2)")]
+    Wildcard,
 }
 
 /// A host name in A-label form: lower case, no trailing dot, 2+ LDH labels.

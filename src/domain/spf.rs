@@ -397,8 +397,11 @@ fn optional_domain(arg: &str) -> Result<Option<String>, String> {
     required_domain(arg).map(Some)
 }
 
+/// The domain and the IPv4 and IPv6 prefix lengths of an `a` or `mx` mechanism.
+type HostArgs = (Option<String>, Option<u8>, Option<u8>);
+
 /// `[:domain][/cidr4][//cidr6]` of the a and mx mechanisms.
-fn host_mechanism_args(arg: &str) -> Result<(Option<String>, Option<u8>, Option<u8>), String> {
+fn host_mechanism_args(arg: &str) -> Result<HostArgs, String> {
     let (domain_part, cidr_part) = match arg.find('/') {
         Some(i) => (&arg[..i], &arg[i..]),
         None => (arg, ""),

@@ -1,0 +1,202 @@
+//! The examples/ directory, through the real `mailsec` binary: valid examples render, every
+//! invalid example is refused with a message naming its field, and the CEL rules that the API
+//! server will run agree (evaluated here by kube's client-side CEL engine).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mailsec_operator::api::MailDomain;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mailsec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailsec"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run mailsec")
+}
+
+/// A `# key: value` header line of an invalid example.
+fn header(text: &str, key: &str) -> String {
+    let prefix = format!("# {key}: ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("missing `{prefix}` header"))
+        .trim()
+        .to_owned()
+}
+
+fn invalid_examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples/invalid"))
+        .expect("examples/invalid")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 15,
+        "expected the full set of invalid examples, found {}",
+        files.len()
+    );
+    files
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .expect("inside the repo")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_invalid_example_is_refused_naming_its_field() {
+    for path in invalid_examples() {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let field = header(&text, "expect");
+        let file = relative(&path);
+        let out = mailsec(&["render", "-f", &file]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} was accepted");
+        assert!(out.stdout.is_empty(), "{file}: something was rendered");
+        let named = [":", "[", "."]
+            .iter()
+            .any(|next| stderr.contains(&format!("): {field}{next}")));
+        assert!(
+            named,
+            "{file}: the error does not name `{field}`:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn cel_rules_refuse_what_the_examples_say_admission_refuses() {
+    for path in invalid_examples() {
+        let text = std::fs::read_to_string(&path).expect("read");
+        if header(&text, "admission") != "cel" {
+            continue;
+        }
+        let md: MailDomain = serde_saphyr::from_str(&text).expect("a cel example is well-typed");
+        let field = header(&text, "expect");
+        let errors = format!("{:?}", kube::core::cel::validate_cel(&md));
+        assert!(
+            errors.contains(&format!("field_path: \"{field}")),
+            "{}: the CRD's CEL rules do not refuse `{field}`: {errors}",
+            relative(&path)
+        );
+    }
+}
+
+fn mail_domains(file: &str) -> Vec<MailDomain> {
+    let text = std::fs::read_to_string(root().join(file)).expect("read");
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
+    docs.into_iter()
+        .filter(|d| d["kind"] == "MailDomain")
+        .map(|d| serde_json::from_value(d).expect("MailDomain"))
+        .collect()
+}
+
+#[test]
+fn valid_examples_render_and_pass_the_cel_rules() {
+    for file in ["examples/basic.yaml", "examples/full.yaml"] {
+        let out = mailsec(&["render", "-f", file]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for md in mail_domains(file) {
+            if let Err(e) = kube::core::cel::validate_cel(&md) {
+                panic!("{file}: CEL refuses a valid MailDomain: {e:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn full_example_shows_a_long_dkim_key_joined_in_json_and_split_in_zone_lines() {
+    let out = mailsec(&["render", "-f", "examples/full.yaml", "--output", "json"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let domain = &json[0];
+    assert_eq!(domain["domain"], "example.org");
+    let dkim = domain["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["name"] == "s2026._domainkey.example.org")
+        .expect("the s2026 DKIM record");
+    assert_eq!(dkim["type"], "TXT");
+    assert_eq!(dkim["ttl"], 3600);
+    let value = dkim["value"].as_str().expect("value");
+    assert!(
+        value.len() > 255,
+        "a 2048-bit key value is longer than one character-string"
+    );
+    assert!(value.starts_with("v=DKIM1; k=rsa; p=MIIBIjAN") && !value.contains('"'));
+    let policy = domain["policy"].as_str().expect("policy");
+    assert!(policy.starts_with("version: STSv1\r\nmode: enforce\r\n"));
+
+    let text = mailsec(&["render", "-f", "examples/full.yaml"]);
+    let text = String::from_utf8(text.stdout).expect("utf-8");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("s2026._domainkey.example.org. 3600 IN TXT "))
+        .expect("zone line");
+    let strings = mailsec_operator::domain::txt::parse_presentation(
+        line.splitn(5, ' ').nth(4).expect("rdata"),
+    )
+    .expect("presentation");
+    assert_eq!(strings.len(), 2);
+    assert_eq!(strings[0].len(), 255);
+    assert_eq!(mailsec_operator::domain::txt::join(&strings), value);
+}
+
+#[test]
+fn basic_example_json_has_the_documented_shape() {
+    let out = mailsec(&["render", "-f", "examples/basic.yaml", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> = json[0]["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["_mta-sts.example.com", "_smtp._tls.example.com"]);
+    let keys: Vec<&String> = json[0].as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["domain", "policy", "records"]);
+}
+
+#[test]
+fn mta_sts_off_gives_a_null_policy() {
+    let input = "apiVersion: mailsec.io/v1alpha1\nkind: MailDomain\nmetadata: {name: d}\nspec:\n  domain: example.net\n  dmarc: {policy: none}\n";
+    let dir = std::env::temp_dir().join(format!("mailsec-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("dmarc-only.yaml");
+    std::fs::write(&file, input).expect("write");
+    let out = mailsec(&[
+        "render",
+        "-f",
+        file.to_str().expect("utf-8 path"),
+        "-o",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json[0]["policy"].is_null());
+    assert_eq!(json[0]["records"][0]["value"], "v=DMARC1; p=none");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn committed_crds_match_the_code() {
+    let out = mailsec(&["crd"]);
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(root().join("crds/mailsec.io.yaml")).expect("crds/mailsec.io.yaml");
+    assert!(
+        committed == String::from_utf8_lossy(&out.stdout),
+        "crds/ is stale: run `cargo run -- crd > crds/mailsec.io.yaml`"
+    );
+}
