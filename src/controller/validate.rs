@@ -459,3 +459,129 @@ fn bimi(
     r.check("spec.bimi", BimiRecord::new(&spec.logo_url, authority))
         .map(|rec| (selector, rec))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> MailDomainSpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        validate(&spec(yaml), &SecretData::new())
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn warnings(yaml: &str) -> Vec<String> {
+        validate(&spec(yaml), &SecretData::new())
+            .unwrap()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let errs = errors(
+            "domain: example.com.\nttl: 1\nmx: ['*.*.example.com']\nmtaSts: {mode: testing, maxAge: 0}\ntlsRpt: {rua: ['ftp://x']}\n",
+        );
+        let paths: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.domain",
+                "spec.ttl",
+                "spec.mx[0]",
+                "spec.mtaSts.maxAge",
+                "spec.tlsRpt.rua[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn advice_is_a_warning_not_an_error() {
+        let w = warnings(
+            "domain: example.com\nmx: [mx.example.com]\nmtaSts: {mode: testing, maxAge: 3600}\n",
+        );
+        assert!(
+            w[0].starts_with("spec.mtaSts.maxAge: 3600 s is short"),
+            "{w:?}"
+        );
+        let w = warnings(
+            "domain: example.com\ndmarc: {policy: none, rua: ['mailto:d@reports.example.net', 'mailto:d@sub.example.com']}\n",
+        );
+        assert_eq!(
+            w.len(),
+            1,
+            "only the other domain needs an authorization record: {w:?}"
+        );
+        assert!(
+            w[0].contains("example.com._report._dmarc.reports.example.net"),
+            "{w:?}"
+        );
+        let w = warnings(
+            "domain: example.com\ndmarc: {policy: none}\nbimi: {logoUrl: 'https://example.com/l.svg'}\n",
+        );
+        assert!(w[0].starts_with("spec.bimi:"), "{w:?}");
+    }
+
+    #[test]
+    fn dkim_keys_come_from_secrets_with_precise_errors() {
+        let yaml = "domain: example.com\ndkim: [{selector: s1, keySecretRef: {name: k}}]\n";
+        assert_eq!(
+            errors(yaml),
+            ["spec.dkim[0].keySecretRef: Secret `k` was not found in this namespace"]
+        );
+        let mut secrets = SecretData::new();
+        secrets.insert("k".into(), [("other".to_owned(), b"x".to_vec())].into());
+        let err = validate(&spec(yaml), &secrets).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.dkim[0].keySecretRef: Secret `k` has no key `private.key`"
+        );
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dkim/rsa1024.pkcs8.pem"
+        ))
+        .unwrap();
+        secrets.insert("k".into(), [("private.key".to_owned(), pem)].into());
+        let valid = validate(&spec(yaml), &secrets).unwrap();
+        assert_eq!(valid.config.dkim[0].0, "s1");
+        assert!(
+            valid.warnings[0]
+                .message
+                .contains("1024-bit RSA key is weak")
+        );
+    }
+
+    #[test]
+    fn spf_needs_an_ending() {
+        assert_eq!(
+            errors("domain: example.com\nspf: {mechanisms: [mx]}\n"),
+            [
+                "spec.spf.all: set all (fail, softfail or neutral) or redirect: without either, unlisted hosts get a neutral result"
+            ]
+        );
+        assert!(
+            errors("domain: example.com\nspf: {redirect: 'bad..name'}\n")[0]
+                .starts_with("spec.spf.redirect:")
+        );
+    }
+
+    #[test]
+    fn duplicate_mx_and_selectors_are_refused() {
+        let errs =
+            errors("domain: example.com\nmx: [MX.example.com, mx.example.com]\nmtaSts: {}\n");
+        assert_eq!(errs, ["spec.mx[1]: `mx.example.com` is listed twice"]);
+        let errs = errors(
+            "domain: example.com\ndkim: [{selector: a, publicKey: 'Jp5+k9usIudxqg2jB6TmZeJrDSgUgcj6TxnIqvzIv10='}, {selector: A, publicKey: 'Jp5+k9usIudxqg2jB6TmZeJrDSgUgcj6TxnIqvzIv10='}]\n",
+        );
+        assert_eq!(errs, ["spec.dkim[1].selector: `a` is listed twice"]);
+    }
+}

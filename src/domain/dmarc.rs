@@ -338,3 +338,61 @@ mod tests {
         assert_eq!(rec, DmarcRecord::new(Disposition::None));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn disposition() -> impl Strategy<Value = Disposition> {
+        prop_oneof![
+            Just(Disposition::None),
+            Just(Disposition::Quarantine),
+            Just(Disposition::Reject)
+        ]
+    }
+
+    fn alignment() -> impl Strategy<Value = Option<Alignment>> {
+        proptest::option::of(prop_oneof![
+            Just(Alignment::Relaxed),
+            Just(Alignment::Strict)
+        ])
+    }
+
+    fn uris() -> impl Strategy<Value = Vec<DmarcUri>> {
+        proptest::collection::vec(
+            (
+                "[a-z0-9.]{1,8}",
+                "[a-z]{1,8}\\.(com|org|net)",
+                proptest::option::of("[0-9]{1,3}[kmgt]?"),
+            ),
+            0..3,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(local, domain, limit)| DmarcUri {
+                    address: format!("{local}@{domain}"),
+                    limit,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn render_then_parse_is_identity(
+            policy in disposition(),
+            sp in proptest::option::of(disposition()),
+            rua in uris(),
+            ruf in uris(),
+            adkim in alignment(),
+            aspf in alignment(),
+            ri in proptest::option::of(3600u32..100_000),
+            fo in proptest::option::of("[01ds](:[01ds]){0,3}"),
+            pct in proptest::option::of(0u8..100),
+        ) {
+            let rec = DmarcRecord { policy, subdomain_policy: sp, rua, ruf, adkim, aspf, report_interval: ri, failure_options: fo, percent: pct };
+            prop_assert_eq!(DmarcRecord::parse(&rec.render()).unwrap(), rec);
+        }
+    }
+}

@@ -643,3 +643,48 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mechanism_text() -> impl Strategy<Value = String> {
+        let q = "[-~?]?";
+        prop_oneof![
+            (q, "[a-z]{1,6}\\.(com|net)").prop_map(|(q, d)| format!("{q}include:{d}")),
+            (
+                q,
+                proptest::option::of("[a-z]{1,6}\\.example"),
+                proptest::option::of(0u8..=32)
+            )
+                .prop_map(|(q, d, p)| {
+                    format!(
+                        "{q}a{}{}",
+                        d.map(|d| format!(":{d}")).unwrap_or_default(),
+                        p.map(|p| format!("/{p}")).unwrap_or_default()
+                    )
+                }),
+            (q, proptest::option::of(0u8..=128)).prop_map(|(q, p)| format!(
+                "{q}mx{}",
+                p.map(|p| format!("//{p}")).unwrap_or_default()
+            )),
+            (q, any::<[u8; 4]>(), 0u8..=32)
+                .prop_map(|(q, ip, p)| format!("{q}ip4:{}/{p}", Ipv4Addr::from(ip))),
+            (q, any::<[u16; 8]>()).prop_map(|(q, ip)| format!("{q}ip6:{}", Ipv6Addr::from(ip))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn built_records_parse_back_to_the_same_terms(
+            mechanisms in proptest::collection::vec(mechanism_text(), 0..8),
+            all in prop_oneof![Just(Qualifier::Fail), Just(Qualifier::SoftFail), Just(Qualifier::Neutral)],
+        ) {
+            let (rec, _) = SpfRecord::build(&mechanisms, Some(all), None).unwrap();
+            let text = rec.render();
+            prop_assert!(text.starts_with("v=spf1 "));
+            prop_assert_eq!(SpfRecord::parse(&text).unwrap(), rec);
+        }
+    }
+}
