@@ -218,7 +218,7 @@ async fn an_unreachable_server_is_reported_as_such() {
     };
     let p = provider(&dead, &env.dns.tsig_secret);
     let err = p
-        .read(&[env.dns.zone.clone()])
+        .read(std::slice::from_ref(&env.dns.zone))
         .await
         .expect_err("nothing listens there");
     assert!(matches!(err, DnsError::Unreachable(_)), "{err}");
