@@ -59,7 +59,7 @@ pub struct MailDomainSpec {
 
     /// TTL in seconds of the records the operator writes.
     #[serde(default = "default_ttl")]
-    #[schemars(range(min = 60, max = 604800))]
+    #[schemars(with = "i32", range(min = 60, max = 604800))]
     pub ttl: u32,
 
     /// The MX host patterns of the MTA-STS policy, also what the MX checks expect: host names
@@ -141,7 +141,7 @@ pub struct MtaStsSpec {
     /// How long senders may cache the policy, in seconds (at most 31557600, about a year).
     /// RFC 8461 advises weeks.
     #[serde(default = "default_max_age")]
-    #[schemars(range(min = 1, max = 31557600))]
+    #[schemars(with = "i32", range(min = 1, max = 31557600))]
     pub max_age: u32,
     /// How `https://mta-sts.<domain>` reaches the policy server. When absent the operator
     /// creates nothing for it and you route it yourself.
@@ -283,7 +283,7 @@ pub struct DmarcSpec {
     pub ruf: Vec<String>,
     /// Percentage of failing mail the policy applies to (`pct=`), 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(with = "Option<i32>", range(min = 0, max = 100))]
     pub percent: Option<u8>,
     /// DKIM identifier alignment (`adkim=`): `relaxed` or `strict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,7 +298,7 @@ pub struct DmarcSpec {
     pub failure_options: Option<String>,
     /// Requested aggregate report interval in seconds (`ri=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 3600, max = 31557600))]
+    #[schemars(with = "Option<i32>", range(min = 3600, max = 31557600))]
     pub report_interval: Option<u32>,
 }
 

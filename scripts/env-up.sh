@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# Starts the local test environment and prints `export` lines for `eval`:
+#
+#   eval "$(scripts/env-up.sh)"      (or: eval "$(make -s up)")
+#
+# - etcd + kube-apiserver started the way controller-runtime's envtest does it (loopback, free
+#   ports, RBAC, ServiceAccount admission disabled), with a self-made CA, an admin client
+#   certificate (O=system:masters) and a kubeconfig using it;
+# - BIND 9 (`named -g`) on 127.0.0.1:<free port> (UDP+TCP), authoritative for example.test and
+#   accepting RFC 2136 updates signed with a freshly generated TSIG key (hmac-sha256);
+# - the CRDs in crds/ (if any) applied server-side and waited for until Established.
+#
+# State (pids, logs, certificates, kubeconfig, the `env` file) lives in $MAILSEC_ENV_DIR, by
+# default ${XDG_RUNTIME_DIR:-/tmp}/mailsec-env-$USER; it must be outside the repository.
+# Idempotent: if the environment in that directory is up and healthy, this only re-applies
+# changed CRDs and prints the exports. Progress and errors go to stderr, exports to stdout.
+# scripts/env-down.sh stops everything and removes the directory.
+#
+# Tunables: MAILSEC_ENV_DIR, MAILSEC_START_TIMEOUT (seconds per component, default 60).
+set -euo pipefail
+LOG_TAG=env-up
+# shellcheck source=scripts/env-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env-lib.sh"
+
+START_TIMEOUT=${MAILSEC_START_TIMEOUT:-60}
+ZONE=example.test
+TSIG_NAME=mailsec-harness
+TSIG_ALGORITHM=hmac-sha256
+
+BIN=$("$MAILSEC_ROOT/scripts/tools.sh" bindir)
+for b in etcd kube-apiserver kubectl; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run \`make tools\` (scripts/tools.sh) first"
+done
+NAMED=$(command -v named || echo /usr/sbin/named)
+for b in "$NAMED" openssl curl dig ss setsid flock; do
+  command -v "$b" >/dev/null || die "$b not found: run \`make tools\` (installs bind9, bind9-utils, bind9-dnsutils)"
+done
+
+check_state_location
+mkdir -p "$(dirname "$STATE")"
+exec 9>"$STATE.lock"
+flock -w 300 9 || die "another env-up/env-down holds $STATE.lock"
+
+# ---------------------------------------------------------------------------------------------
+api_ready() {
+  local port; port=$(cat "$STATE/ports/kube-apiserver" 2>/dev/null) || return 1
+  [ "$(curl -sS --max-time 5 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
+    --key "$STATE/pki/admin.key" "https://127.0.0.1:$port/readyz" 2>/dev/null)" = ok ]
+}
+
+dns_ready() {
+  local port; port=$(cat "$STATE/ports/named" 2>/dev/null) || return 1
+  # Both transports: updates and large answers may use TCP.
+  dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 "$ZONE" SOA 2>/dev/null | grep -q "$ZONE" &&
+    dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 "$ZONE" SOA 2>/dev/null | grep -q "$ZONE"
+}
+
+etcd_ready() {
+  local port; port=$(cat "$STATE/ports/etcd" 2>/dev/null) || return 1
+  curl -sS --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"'
+}
+
+healthy() {
+  [ -f "$STATE/$STATE_MARKER" ] && [ -f "$STATE/env" ] || return 1
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_is_ours "$(recorded_pid "$c")" || return 1; done
+  api_ready && dns_ready
+}
+
+kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=30s "$@"; }
+
+crd_files() {
+  find "$MAILSEC_ROOT/crds" -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort
+}
+
+# Applies crds/ (server-side) when its content changed since the last apply, then waits until
+# every CRD in it is Established.
+apply_crds() {
+  local files sum names
+  files=$(crd_files)
+  if [ -z "$files" ]; then log "crds/ has no YAML files, nothing to apply"; return 0; fi
+  # shellcheck disable=SC2086
+  sum=$(cat $files | sha256sum | cut -d' ' -f1)
+  [ "$(cat "$STATE/crds.sha256" 2>/dev/null)" = "$sum" ] && return 0
+  log "applying CRDs from crds/"
+  # shellcheck disable=SC2046
+  names=$(kubectl_ apply --server-side --force-conflicts --field-manager=mailsec-env-up \
+    $(printf -- '-f %s ' $files) -o name) || return 1
+  # shellcheck disable=SC2086
+  kubectl_ wait --for=condition=Established --timeout="${START_TIMEOUT}s" $names >&2 || return 1
+  echo "$sum" >"$STATE/crds.sha256"
+}
+
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+print_env() { cat "$STATE/env"; }
+
+fail_start() {
+  log "error: $*"
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    [ -s "$STATE/logs/$c.log" ] || continue
+    log "---- last lines of $STATE/logs/$c.log ----"
+    tail -n 25 "$STATE/logs/$c.log" >&2
+  done
+  stop_components
+  log "processes stopped; logs kept in $STATE (scripts/env-down.sh removes it)"
+  exit 1
+}
+
+# Starts a daemon in its own session, stdio to its log file, without the lock's descriptor;
+# records its PID (the PID of the daemon itself: the shell writing the pid file execs it).
+launch() {
+  local name=$1; shift
+  local pidfile="$STATE/pids/$name.pid"
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$STATE/logs/$name.log" 2>&1 9>&- &
+  local i
+  for i in $(seq 1 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
+  fail_start "$name did not start"
+}
+
+# wait_for <component> <what> <command...>: polls until the command succeeds, bounded.
+wait_for() {
+  local comp=$1 what=$2; shift 2
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until "$@"; do
+    pid_is_ours "$(recorded_pid "$comp")" || fail_start "$comp exited before $what"
+    [ $SECONDS -lt $deadline ] || fail_start "$comp: no $what after ${START_TIMEOUT}s"
+    sleep 0.25
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+if healthy; then
+  apply_crds || die "applying crds/ failed"
+  log "environment in $STATE is already up"
+  print_env
+  exit 0
+fi
+
+if [ -e "$STATE" ]; then
+  [ -f "$STATE/$STATE_MARKER" ] || die "$STATE exists but was not created by env-up.sh; remove it or set MAILSEC_ENV_DIR"
+  log "stale or unhealthy environment in $STATE: restarting it"
+  stop_components
+  rm -rf "$STATE"
+fi
+
+t0=$SECONDS
+mkdir -p "$STATE"/{pids,logs,ports,pki,etcd,named}
+chmod 700 "$STATE" "$STATE/etcd"
+: >"$STATE/$STATE_MARKER"
+
+# --- ports -----------------------------------------------------------------------------------
+ETCD_PORT=$(pick_port)
+ETCD_PEER_PORT=$(pick_port "$ETCD_PORT")
+API_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT")
+DNS_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT")
+echo "$ETCD_PORT" >"$STATE/ports/etcd"
+echo "$ETCD_PEER_PORT" >"$STATE/ports/etcd-peer"
+echo "$API_PORT" >"$STATE/ports/kube-apiserver"
+echo "$DNS_PORT" >"$STATE/ports/named"
+
+# --- PKI: CA, apiserver serving cert, admin client cert, service-account key pair -------------
+PKI=$STATE/pki
+cat >"$PKI/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = unused
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client_ext]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+ec_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+sign() { # name subject extensions
+  ec_key "$PKI/$1.key"
+  openssl req -new -config "$PKI/openssl.cnf" -key "$PKI/$1.key" -subj "$2" -out "$PKI/$1.csr"
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -set_serial "0x$(openssl rand -hex 12)" -days 365 -extfile "$PKI/openssl.cnf" -extensions "$3" \
+    -out "$PKI/$1.crt" 2>/dev/null
+  rm -f "$PKI/$1.csr"
+}
+(
+  umask 077
+  ec_key "$PKI/ca.key"
+  openssl req -x509 -new -config "$PKI/openssl.cnf" -key "$PKI/ca.key" -subj "/CN=mailsec-harness-ca" \
+    -days 365 -extensions ca_ext -out "$PKI/ca.crt"
+  sign apiserver "/CN=kube-apiserver" server_ext
+  sign admin "/O=system:masters/CN=mailsec-admin" client_ext
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
+  openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+) || fail_start "generating certificates failed"
+
+# --- etcd --------------------------------------------------------------------------------------
+log "starting etcd on 127.0.0.1:$ETCD_PORT"
+PEER_URL=http://127.0.0.1:$ETCD_PEER_PORT
+launch etcd "$BIN/etcd" \
+  --name=mailsec \
+  --data-dir="$STATE/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="$PEER_URL" \
+  --initial-advertise-peer-urls="$PEER_URL" \
+  --initial-cluster="mailsec=$PEER_URL" \
+  --unsafe-no-fsync=true \
+  --log-level=warn
+wait_for etcd "health" etcd_ready
+
+# --- kube-apiserver ----------------------------------------------------------------------------
+log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+# envtest's defaults, plus --endpoint-reconciler-type=none: the `kubernetes` Endpoints may not
+# hold a loopback address, so reconciling it would only log an error every 10 s.
+launch kube-apiserver "$BIN/kube-apiserver" \
+  --advertise-address=127.0.0.1 \
+  --bind-address=127.0.0.1 \
+  --secure-port="$API_PORT" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --cert-dir="$PKI" \
+  --tls-cert-file="$PKI/apiserver.crt" \
+  --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --authorization-mode=RBAC \
+  --service-cluster-ip-range=10.0.0.0/24 \
+  --allow-privileged=true \
+  --disable-admission-plugins=ServiceAccount \
+  --service-account-issuer="https://127.0.0.1:$API_PORT/" \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --endpoint-reconciler-type=none
+
+# --- BIND 9 (started while the apiserver boots) -----------------------------------------------
+NAMED_DIR=$STATE/named
+TSIG_SECRET=$(openssl rand -base64 32)
+cat >"$NAMED_DIR/tsig.key" <<EOF
+key "$TSIG_NAME" {
+	algorithm $TSIG_ALGORITHM;
+	secret "$TSIG_SECRET";
+};
+EOF
+chmod 600 "$NAMED_DIR/tsig.key"
+cat >"$NAMED_DIR/$ZONE.zone" <<EOF
+\$ORIGIN $ZONE.
+\$TTL 300
+@	IN SOA	ns1.$ZONE. hostmaster.$ZONE. ( 1 3600 600 86400 60 )
+@	IN NS	ns1.$ZONE.
+@	IN A	192.0.2.10
+@	IN MX	10 mx1.$ZONE.
+ns1	IN A	127.0.0.1
+mx1	IN A	192.0.2.25
+EOF
+cat >"$NAMED_DIR/named.conf" <<EOF
+// Generated by scripts/env-up.sh: test-only authoritative server, loopback only.
+options {
+	directory "$NAMED_DIR";
+	pid-file "$NAMED_DIR/named.pid";
+	session-keyfile "$NAMED_DIR/session.key";
+	managed-keys-directory "$NAMED_DIR";
+	dump-file "$NAMED_DIR/named_dump.db";
+	statistics-file "$NAMED_DIR/named.stats";
+	memstatistics-file "$NAMED_DIR/named.memstats";
+	listen-on port $DNS_PORT { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	allow-query { 127.0.0.1; };
+	allow-transfer { none; };
+	notify no;
+	dnssec-validation no;
+	empty-zones-enable no;
+};
+controls { };
+include "$NAMED_DIR/tsig.key";
+zone "$ZONE" {
+	type primary;
+	file "$NAMED_DIR/$ZONE.zone";
+	update-policy { grant $TSIG_NAME zonesub ANY; };
+};
+EOF
+named-checkconf "$NAMED_DIR/named.conf" >&2 || fail_start "generated named.conf is invalid"
+log "starting named on 127.0.0.1:$DNS_PORT (udp+tcp), zone $ZONE"
+launch named "$NAMED" -g -4 -c "$NAMED_DIR/named.conf"
+wait_for named "SOA answer for $ZONE" dns_ready
+
+wait_for kube-apiserver "/readyz ok" api_ready
+
+# --- kubeconfig, CRDs, env file ----------------------------------------------------------------
+b64() { base64 -w0 <"$1"; }
+(
+  umask 077
+  cat >"$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: mailsec-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $(b64 "$PKI/ca.crt")
+users:
+- name: mailsec-admin
+  user:
+    client-certificate-data: $(b64 "$PKI/admin.crt")
+    client-key-data: $(b64 "$PKI/admin.key")
+contexts:
+- name: mailsec-local
+  context:
+    cluster: mailsec-local
+    user: mailsec-admin
+    namespace: default
+current-context: mailsec-local
+preferences: {}
+EOF
+)
+apply_crds || fail_start "applying crds/ failed"
+
+{
+  echo "export KUBECONFIG=$(q "$STATE/kubeconfig")"
+  echo "export MAILSEC_DNS_SERVER=$(q "127.0.0.1:$DNS_PORT")"
+  echo "export MAILSEC_DNS_ZONE=$(q "$ZONE")"
+  echo "export MAILSEC_TSIG_KEY_NAME=$(q "$TSIG_NAME")"
+  echo "export MAILSEC_TSIG_ALGORITHM=$(q "$TSIG_ALGORITHM")"
+  echo "export MAILSEC_TSIG_SECRET=$(q "$TSIG_SECRET")"
+  echo "export MAILSEC_ENV_DIR=$(q "$STATE")"
+  echo "export MAILSEC_TOOLS_BIN=$(q "$BIN")"
+  # shellcheck disable=SC2016
+  echo "export PATH=$(q "$BIN")"':"$PATH"'
+} >"$STATE/env.tmp"
+chmod 600 "$STATE/env.tmp"
+mv "$STATE/env.tmp" "$STATE/env"
+log "environment up in $((SECONDS - t0))s (state: $STATE)"
+print_env
