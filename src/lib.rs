@@ -4,3 +4,5 @@ pub mod cli;
 pub mod controller;
 pub mod dns;
 pub mod domain;
+pub mod metrics;
+pub mod serve;

@@ -101,6 +101,11 @@ pub struct MailDomainSpec {
     /// BIMI: the `<selector>._bimi` TXT record pointing at the brand logo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bimi: Option<BimiSpec>,
+
+    /// Take over existing values of the managed kinds that this operator did not create.
+    /// Without it such values are reported as `Conflict` and left untouched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing: bool,
 }
 
 fn default_ttl() -> u32 {
@@ -392,6 +397,15 @@ pub struct MailDomainStatus {
     /// The id published in `_mta-sts`: 32 hex digits derived from the policy content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
+    /// The exact policy file the policy servers return. The controller sets it first and changes
+    /// the `_mta-sts` id only once the servers return it (RFC 8461 §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_policy: Option<String>,
+    /// While MTA-STS is being withdrawn: the `mode: none` policy stays published until this time
+    /// (the previous max_age), then the records are removed. Annotate the MailDomain with
+    /// `mailsec.io/skip-withdrawal: "true"` to remove them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraw_until: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The records the operator manages, with their state in DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordStatus>,

@@ -1,5 +1,6 @@
 //! The `mailsec` command line.
 
+mod controller;
 mod crd;
 mod render;
 
@@ -22,6 +23,10 @@ enum Command {
     Crd,
     /// Print the DNS records and MTA-STS policy that MailDomain documents describe.
     Render(render::RenderArgs),
+    /// Run the controller: publish MailDomains' records and keep their status.
+    Controller(controller::ControllerArgs),
+    /// Run the public MTA-STS policy server.
+    Serve(controller::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -30,6 +35,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => crd::run(),
         Command::Render(args) => render::run(&args),
+        Command::Controller(args) => controller::controller(args),
+        Command::Serve(args) => controller::serve(args),
     };
     match result {
         Ok(code) => code,

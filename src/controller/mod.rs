@@ -2,4 +2,9 @@
 //! pure and shared with `mailsec render`.
 
 pub mod build;
+pub mod conditions;
+pub mod error;
+pub mod provider;
+pub mod reconcile;
+pub mod run;
 pub mod validate;

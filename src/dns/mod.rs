@@ -2,6 +2,7 @@
 
 pub mod ownership;
 pub mod plan;
+pub mod provider;
 pub mod rfc2136;
 
 use hickory_proto::op::ResponseCode;

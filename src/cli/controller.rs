@@ -1,0 +1,120 @@
+//! `mailsec controller` and `mailsec serve`: the two long-running roles.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::controller::reconcile::Config;
+use crate::controller::run::{self, Options};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Logging {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MAILSEC_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+impl Logging {
+    fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSEC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => builder.init(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Identifies this installation in the DNS ownership markers (`_mailsec.<name>` TXT), so two
+    /// installations never take each other's records.
+    #[arg(long, env = "MAILSEC_OWNER_ID", default_value = "default")]
+    owner_id: String,
+    /// The operator's namespace: the Lease, and the Secrets of ClusterDNSProviders.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mailsec-system")]
+    namespace: String,
+    /// Base URL of the policy server's Service, e.g. http://mailsec-serve.mailsec-system.svc.
+    /// A changed policy's id is published only once this server returns the new policy.
+    #[arg(long, env = "MAILSEC_POLICY_SERVER_URL")]
+    policy_server_url: Option<url::Url>,
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    admin_addr: SocketAddr,
+    /// Hold a Lease and reconcile only while leader.
+    #[arg(long, env = "MAILSEC_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "mailsec-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease and in events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Reconcile the MailDomains of this namespace only (all namespaces when absent).
+    #[arg(long, env = "MAILSEC_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    #[command(flatten)]
+    logging: Logging,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the policy endpoint.
+    #[arg(long, env = "MAILSEC_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of /livez and /readyz.
+    #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    admin_addr: SocketAddr,
+    #[command(flatten)]
+    logging: Logging,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    args.logging.init();
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("mailsec-{}", std::process::id()));
+    let options = Options {
+        config: Config {
+            owner_id: args.owner_id,
+            operator_namespace: args.namespace,
+            policy_server: args.policy_server_url,
+        },
+        admin_addr: args.admin_addr,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        identity,
+        watch_namespace: args.watch_namespace,
+    };
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        run::run(client, options).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    args.logging.init();
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        crate::serve::run(client, args.listen, args.admin_addr).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics, in the OpenMetrics text format.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    pub provider: String,
+    pub result: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Counter,
+    pub errors: Family<ErrorLabels, Counter>,
+    /// DNS update messages sent, by provider and result (`ok` or an error category).
+    pub dns_updates: Family<DnsLabels, Counter>,
+    /// Individual TXT values added or removed.
+    pub dns_changes: Family<DnsLabels, Counter>,
+    pub status_writes: Counter,
+    pub duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mailsec");
+        let reconciles = Counter::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let dns_updates = Family::<DnsLabels, Counter>::default();
+        let dns_changes = Family::<DnsLabels, Counter>::default();
+        let status_writes = Counter::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register("reconciles", "MailDomain reconciles", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            errors.clone(),
+        );
+        registry.register(
+            "dns_updates",
+            "DNS update messages sent, by provider and result",
+            dns_updates.clone(),
+        );
+        registry.register(
+            "dns_changes",
+            "TXT values added or removed, by provider and result",
+            dns_changes.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "MailDomain status patches",
+            status_writes.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            dns_updates,
+            dns_changes,
+            status_writes,
+            duration,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, elapsed: Duration, error: Option<&str>) {
+        self.reconciles.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(category) = error {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    category: category.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn dns(&self, provider: &str, result: &str, changes: usize) {
+        let labels = DnsLabels {
+            provider: provider.to_owned(),
+            result: result.to_owned(),
+        };
+        self.dns_updates.get_or_create(&labels).inc();
+        self.dns_changes
+            .get_or_create(&labels)
+            .inc_by(changes as u64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

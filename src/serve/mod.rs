@@ -1,0 +1,137 @@
+//! `mailsec serve`: the public MTA-STS policy server. It serves each MailDomain's
+//! `status.servedPolicy` from a watch cache, chosen by the Host header, and needs only read
+//! access to MailDomains; it keeps serving while the controller is down.
+
+pub mod admin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::MailDomain;
+use crate::domain::mtasts::WELL_KNOWN_PATH;
+use crate::domain::name::DomainName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("policy server stopped: {0}")]
+    Server(std::io::Error),
+}
+
+/// Runs the policy server on `listen` and the admin endpoints on `admin`.
+pub async fn run(client: Client, listen: SocketAddr, admin: SocketAddr) -> Result<(), ServeError> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_listener = tokio::net::TcpListener::bind(admin)
+        .await
+        .map_err(|e| ServeError::Bind(admin, e))?;
+    tokio::spawn(admin::serve(admin_listener, ready.clone(), None));
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<MailDomain>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|_| async {});
+    tokio::spawn(stream);
+    let store_for_ready = store.clone();
+    tokio::spawn(async move {
+        if store_for_ready.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::SeqCst);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Bind(listen, e))?;
+    axum::serve(listener, router(store))
+        .await
+        .map_err(ServeError::Server)
+}
+
+/// The policy routes over a MailDomain store.
+pub fn router(store: Store<MailDomain>) -> Router {
+    Router::new().fallback(policy).with_state(store)
+}
+
+async fn policy(
+    State(store): State<Store<MailDomain>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if uri.path() != WELL_KNOWN_PATH {
+        return not_found();
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+        )
+            .into_response();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(uri.host())
+        .unwrap_or_default();
+    match lookup(&store, host) {
+        Some(body) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no MTA-STS policy here\n").into_response()
+}
+
+/// The policy for a Host header: `mta-sts.<domain>`, any case, port ignored. When several
+/// MailDomains claim a domain, the oldest one's policy is served, as the controller decides.
+pub fn lookup(store: &Store<MailDomain>, host: &str) -> Option<String> {
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let domain = DomainName::parse(
+        host.trim_end_matches('.')
+            .to_ascii_lowercase()
+            .strip_prefix("mta-sts.")?,
+    )
+    .ok()?;
+    store
+        .state()
+        .into_iter()
+        .filter(|md| {
+            md.metadata.deletion_timestamp.is_none()
+                || md
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.withdraw_until.is_some())
+        })
+        .filter(|md| DomainName::parse(&md.spec.domain).is_ok_and(|d| d == domain))
+        .min_by_key(|md| {
+            (
+                md.creation_timestamp().map(|t| t.0),
+                md.namespace(),
+                md.name_any(),
+            )
+        })
+        .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
+}

@@ -1,0 +1,603 @@
+//! The controller and the policy server against the real API server and the real BIND: what
+//! `kubectl apply` of a MailDomain does to DNS, to the served policy, and to status. DNS is
+//! checked with `dig`, the policy with plain HTTP requests to `mailsec serve`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use mailsec_operator::api::MailDomain;
+use mailsec_operator::controller::reconcile::Config;
+use mailsec_operator::controller::run::{self, Options};
+use support::{TestEnv, parse_txt_strings, random_suffix};
+
+const MANAGER: &str = "mailsec-test";
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A controller and a policy server for one test namespace, as tasks of the test's runtime.
+struct Operator {
+    serve: SocketAddr,
+    admin: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Operator {
+    async fn start(env: &TestEnv, ns: &str, leader_election: bool, identity: &str) -> Operator {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,mailsec_operator=debug")
+            .with_test_writer()
+            .try_init();
+        let client = env.client().await;
+        let (serve, serve_admin, admin) = (free_addr(), free_addr(), free_addr());
+        tokio::spawn(mailsec_operator::serve::run(
+            client.clone(),
+            serve,
+            serve_admin,
+        ));
+        let http = reqwest::Client::new();
+        wait_ready(&http, serve_admin).await;
+        let options = Options {
+            config: Config {
+                owner_id: "test".into(),
+                operator_namespace: ns.into(),
+                policy_server: Some(format!("http://{serve}/").parse().expect("url")),
+            },
+            admin_addr: admin,
+            leader_election,
+            lease_name: "mailsec-operator".into(),
+            identity: identity.into(),
+            watch_namespace: Some(ns.into()),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = run::run(client, options).await {
+                eprintln!("controller stopped: {e}");
+            }
+        });
+        Operator { serve, admin, http }
+    }
+
+    /// The policy body `mailsec serve` returns for `domain`, with the status code.
+    async fn policy(&self, domain: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("http://{}/.well-known/mta-sts.txt", self.serve))
+            .header("Host", format!("MTA-STS.{domain}:443"))
+            .send()
+            .await
+            .expect("GET policy");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        )
+    }
+
+    /// One counter from the controller's /metrics (summed over labels).
+    async fn metric(&self, name: &str) -> u64 {
+        let body = self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+async fn wait_ready(http: &reqwest::Client, admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{admin} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the MailDomain until `check` holds (30 s at most).
+async fn wait_for(
+    api: &Api<MailDomain>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&MailDomain) -> bool,
+) -> MailDomain {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(md) = api.get_opt(name).await.expect("get") {
+            if check(&md) {
+                return md;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; status: {}",
+                    serde_json::to_string_pretty(&md.status).unwrap_or_default()
+                );
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; the MailDomain is gone");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition<'a>(md: &'a MailDomain, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn ready(md: &MailDomain) -> bool {
+    condition(md, "Ready").is_some_and(|c| c.0 == "True")
+        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
+}
+
+/// The TXT values at `name`, each joined from its character-strings, sorted.
+fn txt(env: &TestEnv, name: &str) -> Vec<String> {
+    let mut values: Vec<String> = env
+        .dns
+        .dig_short(name, "TXT")
+        .iter()
+        .map(|l| parse_txt_strings(l).concat())
+        .collect();
+    values.sort();
+    values
+}
+
+async fn apply_json(client: &Client, ns: &str, value: serde_json::Value) {
+    let kind = value["kind"].as_str().expect("kind").to_owned();
+    let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+    let resource = match kind.as_str() {
+        "MailDomain" => kube::core::ApiResource::erase::<MailDomain>(&()),
+        "DNSProvider" => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
+        "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
+        other => panic!("kind {other}"),
+    };
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+/// The TSIG Secret and a DNSProvider writing the test zone.
+async fn provider(env: &TestEnv, client: &Client, ns: &str, secret: &str) {
+    let dns = &env.dns;
+    apply_json(client, ns, serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"}, "stringData": {"secret": secret}
+    }))
+    .await;
+    apply_json(client, ns, serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "rfc2136", "zones": [dns.zone], "rfc2136": {
+            "server": dns.server.to_string(), "tsigKeyName": dns.tsig_key_name, "tsigAlgorithm": dns.tsig_algorithm,
+            "tsigSecretRef": {"name": "tsig", "key": "secret"}}}
+    }))
+    .await;
+}
+
+fn mail_domain(domain: &str, mode: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "md"},
+        "spec": {
+            "domain": domain, "ttl": 60, "dnsProviderRef": {"name": "bind"},
+            "mx": [format!("mx1.{domain}")],
+            "mtaSts": {"mode": mode, "maxAge": 86400},
+            "tlsRpt": {"rua": [format!("mailto:tlsrpt@{domain}")]},
+            "spf": {"mechanisms": ["mx"], "all": "fail"},
+            "dmarc": {"policy": "none"}
+        }
+    })
+}
+
+fn expected_policy(mode: &str, domain: &str) -> String {
+    format!("version: STSv1\r\nmode: {mode}\r\nmx: mx1.{domain}\r\nmax_age: 86400\r\n")
+}
+
+fn sts_id(values: &[String]) -> Option<String> {
+    values
+        .iter()
+        .find_map(|v| v.strip_prefix("v=STSv1; id=").map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_serves_updates_in_order_and_cleans_up() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "ctl").await;
+    let domain = format!("c{}.{}", random_suffix(), env.dns.zone);
+    // Someone else's value at the apex, which must survive everything.
+    let seed = env.dns.nsupdate(
+        &format!("update add {domain}. 300 TXT \"site-verification=keep-me\"\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(
+        seed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seed.stderr)
+    );
+
+    let operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "Ready", ready).await;
+
+    let status = md.status.clone().expect("status");
+    let id = status.policy_id.clone().expect("policy id");
+    assert_eq!(
+        sts_id(&txt(env, &format!("_mta-sts.{domain}"))),
+        Some(id.clone())
+    );
+    assert_eq!(
+        txt(env, &format!("_smtp._tls.{domain}")),
+        [format!("v=TLSRPTv1; rua=mailto:tlsrpt@{domain}")]
+    );
+    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        txt(env, &domain),
+        ["site-verification=keep-me", "v=spf1 mx -all"]
+    );
+    assert_eq!(
+        operator.policy(&domain).await,
+        (200, expected_policy("testing", &domain))
+    );
+    assert_eq!(operator.policy(&format!("other.{domain}")).await.0, 404);
+    assert!(
+        status
+            .records
+            .iter()
+            .all(|r| r.state == mailsec_operator::api::RecordState::Published)
+    );
+
+    // A reconcile with nothing changed writes nothing: no DNS update, no status patch.
+    let (updates, writes, reconciles) = (
+        operator.metric("mailsec_dns_updates_total").await,
+        operator.metric("mailsec_status_writes_total").await,
+        operator.metric("mailsec_reconciles_total").await,
+    );
+    let touch = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"touched": "1"}}});
+    api.patch("md", &PatchParams::apply("toucher"), &Patch::Apply(&touch))
+        .await
+        .expect("touch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while operator.metric("mailsec_reconciles_total").await <= reconciles {
+        assert!(Instant::now() < deadline, "the touch caused no reconcile");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        operator.metric("mailsec_dns_updates_total").await,
+        updates,
+        "a no-op reconcile sent a DNS update"
+    );
+    assert_eq!(
+        operator.metric("mailsec_status_writes_total").await,
+        writes,
+        "a no-op reconcile wrote status"
+    );
+
+    // Enforce: the policy servers return the new policy before the id changes in DNS.
+    apply_json(&client, ns.name(), mail_domain(&domain, "enforce")).await;
+    let new_policy = expected_policy("enforce", &domain);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut samples = 0;
+    let new_id = loop {
+        let dns_id = sts_id(&txt(env, &format!("_mta-sts.{domain}")));
+        let (_, served) = operator.policy(&domain).await;
+        samples += 1;
+        if dns_id.as_deref() != Some(id.as_str()) {
+            assert_eq!(
+                served, new_policy,
+                "the id changed in DNS before the new policy was served"
+            );
+            break dns_id.expect("an id");
+        }
+        assert!(Instant::now() < deadline, "the id never changed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(samples > 1, "the change was not observed in progress");
+    let md = wait_for(&api, "md", "Ready after enforce", |m| {
+        ready(m) && m.status.as_ref().and_then(|s| s.policy_id.clone()) == Some(new_id.clone())
+    })
+    .await;
+    assert_eq!(condition(&md, "PolicyHosted").map(|c| c.1), Some("Served"));
+
+    // Delete, skipping the withdrawal wait: our records and markers go, the foreign value stays.
+    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
+    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
+        .await
+        .expect("annotate");
+    api.delete("md", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("md").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "the finalizer never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in [
+        format!("_mta-sts.{domain}"),
+        format!("_smtp._tls.{domain}"),
+        format!("_dmarc.{domain}"),
+        format!("_mailsec.{domain}"),
+    ] {
+        assert!(
+            txt(env, &name).is_empty(),
+            "{name} still has {:?}",
+            txt(env, &name)
+        );
+    }
+    assert_eq!(txt(env, &domain), ["site-verification=keep-me"]);
+    assert_eq!(operator.policy(&domain).await.0, 404);
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_mta_sts_record_is_a_conflict_until_adopted() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "conflict").await;
+    let domain = format!("f{}.{}", random_suffix(), env.dns.zone);
+    let seed = env.dns.nsupdate(
+        &format!("update add _mta-sts.{domain}. 300 TXT \"v=STSv1; id=theirs1\"\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(seed.status.success());
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "a Conflict", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "Conflict")
+    })
+    .await;
+    let (_, _, message) = condition(&md, "DNSPublished").expect("condition");
+    assert!(
+        message.contains("v=STSv1; id=theirs1") && message.contains("adoptExisting"),
+        "{message}"
+    );
+    assert_eq!(
+        txt(env, &format!("_mta-sts.{domain}")),
+        ["v=STSv1; id=theirs1"]
+    );
+    assert!(txt(env, &format!("_mailsec._mta-sts.{domain}")).is_empty());
+    // The other records are not blocked by the conflict.
+    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+
+    let mut adopted = mail_domain(&domain, "testing");
+    adopted["spec"]["adoptExisting"] = true.into();
+    apply_json(&client, ns.name(), adopted).await;
+    let md = wait_for(&api, "md", "Ready after adopting", ready).await;
+    let id = md.status.and_then(|s| s.policy_id).expect("id");
+    assert_eq!(
+        txt(env, &format!("_mta-sts.{domain}")),
+        [format!("v=STSv1; id={id}")]
+    );
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_credentials_and_missing_secrets_are_reported_and_recover() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "creds").await;
+    let domain = format!("b{}.{}", random_suffix(), env.dns.zone);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    provider(env, &client, ns.name(), wrong).await;
+    let mut md = mail_domain(&domain, "testing");
+    md["spec"]["dkim"] = serde_json::json!([{"selector": "s1", "keySecretRef": {"name": "dkim", "key": "public.pem"}}]);
+    apply_json(&client, ns.name(), md).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+
+    // The DKIM Secret is missing: the spec cannot be built, nothing is written.
+    let got = wait_for(&api, "md", "InvalidSpec", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    assert!(
+        condition(&got, "DNSPublished")
+            .expect("c")
+            .2
+            .contains("Secret `dkim` was not found"),
+        "{:?}",
+        condition(&got, "DNSPublished")
+    );
+    assert_eq!(condition(&got, "Ready").map(|c| c.0), Some("False"));
+    let key =
+        std::fs::read_to_string(support::repo_root().join("tests/fixtures/dkim/rsa2048.pub.pem"))
+            .expect("key");
+    apply_json(&client, ns.name(), serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dkim"}, "stringData": {"public.pem": key}})).await;
+
+    // Now the TSIG secret is wrong: an authentication failure, still nothing in DNS.
+    let got = wait_for(&api, "md", "DNSAuthFailed", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "DNSAuthFailed")
+    })
+    .await;
+    assert!(
+        condition(&got, "DNSPublished")
+            .expect("c")
+            .2
+            .contains("TSIG")
+    );
+    for name in [
+        format!("_mta-sts.{domain}"),
+        format!("_dmarc.{domain}"),
+        format!("s1._domainkey.{domain}"),
+        domain.clone(),
+    ] {
+        assert!(
+            txt(env, &name).is_empty(),
+            "{name} was written with a bad key"
+        );
+    }
+
+    // Fixed secret: everything is published, the long DKIM value included.
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    wait_for(&api, "md", "Ready after fixing the secret", ready).await;
+    let dkim = txt(env, &format!("s1._domainkey.{domain}"));
+    assert_eq!(dkim.len(), 1);
+    assert!(dkim[0].starts_with("v=DKIM1; k=rsa; p=MIIB") && dkim[0].len() > 255);
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_withdraws_mta_sts_with_mode_none_first() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "withdraw").await;
+    let domain = format!("w{}.{}", random_suffix(), env.dns.zone);
+    let operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "enforce")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "Ready", ready).await;
+    let enforce_id = md.status.and_then(|s| s.policy_id).expect("id");
+
+    api.delete("md", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let none_policy =
+        format!("version: STSv1\r\nmode: none\r\nmx: mx1.{domain}\r\nmax_age: 86400\r\n");
+    let md = wait_for(&api, "md", "the mode none policy published", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            s.withdraw_until.is_some() && s.policy_id.as_deref().is_some_and(|id| id != enforce_id)
+        })
+    })
+    .await;
+    assert_eq!(operator.policy(&domain).await, (200, none_policy));
+    let id = md
+        .status
+        .as_ref()
+        .and_then(|s| s.policy_id.clone())
+        .expect("id");
+    assert_eq!(
+        txt(env, &format!("_mta-sts.{domain}")),
+        [format!("v=STSv1; id={id}")]
+    );
+    // The other records are gone at once; the MailDomain waits for the old max_age.
+    assert!(txt(env, &format!("_dmarc.{domain}")).is_empty());
+    let until = md.status.and_then(|s| s.withdraw_until).expect("until").0;
+    let wait = until
+        .duration_since(k8s_openapi::jiff::Timestamp::now())
+        .as_secs();
+    assert!(
+        (86_000..=86_400).contains(&wait),
+        "withdrawal lasts the enforce policy's max_age, not {wait} s"
+    );
+
+    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
+    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
+        .await
+        .expect("annotate");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("md").await.expect("get").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "skip-withdrawal did not finish the deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(txt(env, &format!("_mta-sts.{domain}")).is_empty());
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_second_claim_on_a_domain_writes_nothing() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "claims").await;
+    let domain = format!("d{}.{}", random_suffix(), env.dns.zone);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    wait_for(&api, "md", "Ready", ready).await;
+    let mut second = mail_domain(&domain, "enforce");
+    second["metadata"]["name"] = "md2".into();
+    second["spec"]["dmarc"]["policy"] = "reject".into();
+    apply_json(&client, ns.name(), second).await;
+    let md2 = wait_for(&api, "md2", "DomainConflict", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "DomainConflict")
+    })
+    .await;
+    assert!(
+        condition(&md2, "DNSPublished")
+            .expect("c")
+            .2
+            .contains(&format!("{}/md", ns.name()))
+    );
+    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_controllers_only_the_leader_writes() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "leader").await;
+    let domain = format!("l{}.{}", random_suffix(), env.dns.zone);
+    let a = Operator::start(env, ns.name(), true, "replica-a").await;
+    let b = Operator::start(env, ns.name(), true, "replica-b").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    wait_for(&api, "md", "Ready", ready).await;
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns.name());
+    let holder = leases
+        .get("mailsec-operator")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    let (leader, follower) = match holder.as_str() {
+        "replica-a" => (&a, &b),
+        "replica-b" => (&b, &a),
+        other => panic!("unexpected lease holder {other}"),
+    };
+    assert!(
+        leader.metric("mailsec_dns_updates_total").await > 0,
+        "the leader wrote the records"
+    );
+    assert_eq!(
+        follower.metric("mailsec_dns_updates_total").await,
+        0,
+        "the follower wrote to DNS"
+    );
+    assert_eq!(
+        follower.metric("mailsec_reconciles_total").await,
+        0,
+        "the follower reconciled"
+    );
+    ns.delete(&client).await;
+}
