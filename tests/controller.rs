@@ -41,6 +41,7 @@ impl Operator {
             client.clone(),
             serve,
             serve_admin,
+            None,
         ));
         let http = reqwest::Client::new();
         wait_ready(&http, serve_admin).await;

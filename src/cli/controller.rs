@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::controller::reconcile::Config;
 use crate::controller::run::{self, Options};
+use crate::serve::tls::Source;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -75,6 +76,20 @@ pub struct ServeArgs {
     /// Address of /livez and /readyz.
     #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
+    /// Terminate TLS with this PEM certificate chain (needs --tls-key). Reloaded every minute.
+    #[arg(
+        long,
+        env = "MAILSEC_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_secret"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "MAILSEC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Terminate TLS with a kubernetes.io/tls Secret, as `namespace/name`. Reloaded every minute.
+    #[arg(long, env = "MAILSEC_TLS_SECRET")]
+    tls_secret: Option<String>,
     #[command(flatten)]
     logging: Logging,
 }
@@ -112,9 +127,22 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     args.logging.init();
+    let tls = match (args.tls_cert, args.tls_key, args.tls_secret) {
+        (Some(cert), Some(key), _) => Some(Source::Files { cert, key }),
+        (_, _, Some(secret)) => {
+            let (namespace, name) = secret
+                .split_once('/')
+                .ok_or("--tls-secret must be namespace/name")?;
+            Some(Source::Secret {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => None,
+    };
     runtime()?.block_on(async {
         let client = kube::Client::try_default().await?;
-        crate::serve::run(client, args.listen, args.admin_addr).await?;
+        crate::serve::run(client, args.listen, args.admin_addr, tls).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

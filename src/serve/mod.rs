@@ -3,6 +3,7 @@
 //! access to MailDomains; it keeps serving while the controller is down.
 
 pub mod admin;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,36 +28,49 @@ pub enum ServeError {
     Bind(SocketAddr, std::io::Error),
     #[error("policy server stopped: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
-/// Runs the policy server on `listen` and the admin endpoints on `admin`.
-pub async fn run(client: Client, listen: SocketAddr, admin: SocketAddr) -> Result<(), ServeError> {
+/// Runs the policy server on `listen` (over TLS when `tls` is set) and the admin endpoints on
+/// `admin`.
+pub async fn run(
+    client: Client,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    tls: Option<tls::Source>,
+) -> Result<(), ServeError> {
     let ready = Arc::new(AtomicBool::new(false));
     let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
         .map_err(|e| ServeError::Bind(admin, e))?;
     tokio::spawn(admin::serve(admin_listener, ready.clone(), None));
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<MailDomain>::all(client), watcher::Config::default()),
-    )
-    .default_backoff()
-    .applied_objects()
-    .for_each(|_| async {});
-    tokio::spawn(stream);
-    let store_for_ready = store.clone();
+    let watch = watcher(
+        Api::<MailDomain>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    tokio::spawn(
+        reflector::reflector(writer, watch)
+            .default_backoff()
+            .applied_objects()
+            .for_each(|_| async {}),
+    );
+    let synced = store.clone();
     tokio::spawn(async move {
-        if store_for_ready.wait_until_ready().await.is_ok() {
+        if synced.wait_until_ready().await.is_ok() {
             ready.store(true, Ordering::SeqCst);
         }
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| ServeError::Bind(listen, e))?;
-    axum::serve(listener, router(store))
-        .await
-        .map_err(ServeError::Server)
+    match tls {
+        Some(source) => Ok(tls::serve(listener, router(store), source, Some(client)).await?),
+        None => axum::serve(listener, router(store))
+            .await
+            .map_err(ServeError::Server),
+    }
 }
 
 /// The policy routes over a MailDomain store.
