@@ -602,3 +602,128 @@ async fn with_two_controllers_only_the_leader_writes() {
     );
     ns.delete(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_dns_server_is_reported_and_recovers() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "unreach").await;
+    let domain = format!("u{}.{}", random_suffix(), env.dns.zone);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    let dead = free_addr();
+    let patch = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "rfc2136", "zones": [env.dns.zone], "rfc2136": {"server": dead.to_string(), "tsigKeyName": env.dns.tsig_key_name,
+        "tsigAlgorithm": env.dns.tsig_algorithm, "tsigSecretRef": {"name": "tsig", "key": "secret"}}}});
+    apply_json(&client, ns.name(), patch).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "DNSUnreachable", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "DNSUnreachable")
+    })
+    .await;
+    assert!(
+        condition(&md, "DNSPublished")
+            .expect("c")
+            .2
+            .contains(&dead.to_string())
+    );
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    wait_for(&api, "md", "Ready once the server is right", ready).await;
+    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_provider_limits_namespaces_and_zones() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "cluster").await;
+    let domain = format!("k{}.{}", random_suffix(), env.dns.zone);
+    let name = format!("bind-{}", random_suffix());
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    // The TSIG Secret lives in the operator's namespace (here: the test namespace).
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    let cluster: Api<mailsec_operator::api::ClusterDNSProvider> = Api::all(client.clone());
+    let spec = |namespaces: serde_json::Value, zones: serde_json::Value| {
+        serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "ClusterDNSProvider", "metadata": {"name": name},
+            "spec": {"type": "rfc2136", "zones": zones, "allowedNamespaces": namespaces, "rfc2136": {"server": env.dns.server.to_string(),
+            "tsigKeyName": env.dns.tsig_key_name, "tsigAlgorithm": env.dns.tsig_algorithm, "tsigSecretRef": {"name": "tsig", "key": "secret"}}}})
+    };
+    let apply = |v: serde_json::Value| {
+        let cluster = cluster.clone();
+        let name = name.clone();
+        async move {
+            cluster
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(v),
+                )
+                .await
+                .expect("apply cluster provider")
+        }
+    };
+    apply(spec(
+        serde_json::json!(["somewhere-else"]),
+        serde_json::json!([env.dns.zone]),
+    ))
+    .await;
+    let mut md = mail_domain(&domain, "testing");
+    md["spec"]["dnsProviderRef"] = serde_json::json!({"kind": "ClusterDNSProvider", "name": name});
+    apply_json(&client, ns.name(), md).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let got = wait_for(&api, "md", "namespace refused", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "ProviderNotAllowed")
+    })
+    .await;
+    assert!(
+        condition(&got, "DNSPublished")
+            .expect("c")
+            .2
+            .contains(&format!("does not allow namespace {}", ns.name()))
+    );
+
+    apply(spec(
+        serde_json::json!([ns.name()]),
+        serde_json::json!(["elsewhere.test"]),
+    ))
+    .await;
+    let got = wait_for(&api, "md", "zone refused", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.2.contains("none of the zones"))
+    })
+    .await;
+    assert_eq!(
+        condition(&got, "DNSPublished").map(|c| c.1),
+        Some("ProviderNotAllowed")
+    );
+    assert!(
+        txt(env, &format!("_dmarc.{domain}")).is_empty(),
+        "nothing written while refused"
+    );
+
+    apply(spec(
+        serde_json::json!([ns.name()]),
+        serde_json::json!([env.dns.zone]),
+    ))
+    .await;
+    wait_for(&api, "md", "Ready when allowed", ready).await;
+    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
+    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
+        .await
+        .expect("annotate");
+    api.delete("md", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("md").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "deletion did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete cluster provider");
+    ns.delete(&client).await;
+}
