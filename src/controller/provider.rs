@@ -2,7 +2,7 @@
 //! multi-tenancy checks (a DNSProvider serves its own namespace; a ClusterDNSProvider may be
 //! limited to some namespaces and zones).
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -139,7 +139,9 @@ async fn rfc2136(
     spec: &Rfc2136Spec,
     secret_namespace: &str,
 ) -> Result<Rfc2136, Error> {
-    let server = resolve_server(&spec.server).map_err(Error::ProviderNotFound)?;
+    let server = resolve_server(&spec.server)
+        .await
+        .map_err(Error::ProviderNotFound)?;
     let secret = secret_value(ctx, secret_namespace, &spec.tsig_secret_ref).await?;
     let text = String::from_utf8(secret)
         .map_err(|_| Error::SecretNotFound("the TSIG secret is not base64 text".into()))?;
@@ -161,18 +163,18 @@ async fn rfc2136(
 }
 
 /// `host:port`, `[v6]:port` or a bare host (port 53).
-fn resolve_server(server: &str) -> Result<SocketAddr, String> {
-    let with_port = if server.parse::<SocketAddr>().is_ok()
+async fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+    let has_port = server.parse::<SocketAddr>().is_ok()
         || server
             .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-    {
+            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok());
+    let with_port = if has_port {
         server.to_owned()
     } else {
         format!("{server}:53")
     };
-    with_port
-        .to_socket_addrs()
+    tokio::net::lookup_host(&with_port)
+        .await
         .map_err(|e| format!("rfc2136 server `{server}` cannot be resolved: {e}"))?
         .next()
         .ok_or_else(|| format!("rfc2136 server `{server}` has no address"))
