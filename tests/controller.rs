@@ -736,20 +736,38 @@ async fn without_a_provider_status_lists_the_records_to_publish() {
     let domain = format!("m{}.{}", random_suffix(), env.dns.zone);
     let operator = Operator::start(env, ns.name(), false, "solo").await;
     let mut md = mail_domain(&domain, "testing");
-    md["spec"].as_object_mut().expect("spec").remove("dnsProviderRef");
+    md["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("dnsProviderRef");
     apply_json(&client, ns.name(), md).await;
     let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
     let got = wait_for(&api, "md", "ManualProvider", |m| {
-        condition(m, "DNSPublished").is_some_and(|c| c.1 == "ManualProvider") && condition(m, "PolicyHosted").is_some_and(|c| c.0 == "True")
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "ManualProvider")
+            && condition(m, "PolicyHosted").is_some_and(|c| c.0 == "True")
     })
     .await;
     let status = got.status.expect("status");
     let names: Vec<&str> = status.records.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names.len(), 4, "{names:?}");
     assert!(names.contains(&format!("_mta-sts.{domain}").as_str()));
-    assert!(status.records.iter().all(|r| r.state == mailsec_operator::api::RecordState::Pending && r.message.is_some()));
-    assert_eq!(condition(&api.get("md").await.expect("get"), "Ready").map(|c| c.0), Some("False"));
-    assert_eq!(operator.policy(&domain).await, (200, expected_policy("testing", &domain)));
-    assert!(txt(env, &format!("_dmarc.{domain}")).is_empty(), "the manual provider wrote to DNS");
+    assert!(
+        status
+            .records
+            .iter()
+            .all(|r| r.state == mailsec_operator::api::RecordState::Pending && r.message.is_some())
+    );
+    assert_eq!(
+        condition(&api.get("md").await.expect("get"), "Ready").map(|c| c.0),
+        Some("False")
+    );
+    assert_eq!(
+        operator.policy(&domain).await,
+        (200, expected_policy("testing", &domain))
+    );
+    assert!(
+        txt(env, &format!("_dmarc.{domain}")).is_empty(),
+        "the manual provider wrote to DNS"
+    );
     ns.delete(&client).await;
 }

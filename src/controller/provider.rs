@@ -141,7 +141,7 @@ async fn rfc2136(
 ) -> Result<Rfc2136, Error> {
     let server = resolve_server(&spec.server)
         .await
-        .map_err(Error::ProviderNotFound)?;
+        .map_err(|e| Error::Dns(crate::dns::DnsError::Unreachable(e)))?;
     let secret = secret_value(ctx, secret_namespace, &spec.tsig_secret_ref).await?;
     let text = String::from_utf8(secret)
         .map_err(|_| Error::SecretNotFound("the TSIG secret is not base64 text".into()))?;
