@@ -65,6 +65,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     ));
 
     let mut leadership = None;
+    if !options.leader_election {
+        ready.store(true, Ordering::SeqCst);
+    }
     if options.leader_election {
         let manager =
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &options.lease_name)
@@ -76,6 +79,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                 .await
                 .map_err(|e| RunError::Lease(e.to_string()))?;
         let (mut rx, handle) = manager.watch().await;
+        // A standby replica is healthy: ready means "able to take over", not "leader".
+        ready.store(true, Ordering::SeqCst);
         tracing::info!(identity = %options.identity, lease = %options.lease_name, "waiting for leadership");
         while !*rx.borrow_and_update() {
             rx.changed()
@@ -161,7 +166,6 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                 Err(e) => tracing::debug!("reconcile: {e}"),
             }
         });
-    ready.store(true, Ordering::SeqCst);
     match leadership {
         None => run.await,
         Some((mut rx, _handle)) => {
