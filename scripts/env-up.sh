@@ -8,7 +8,9 @@
 #   certificate (O=system:masters) and a kubeconfig using it;
 # - BIND 9 (`named -g`) on 127.0.0.1:<free port> (UDP+TCP), authoritative for example.test and
 #   accepting RFC 2136 updates signed with a freshly generated TSIG key (hmac-sha256);
-# - the CRDs in crds/ (if any) applied server-side and waited for until Established.
+# - the CRDs in crds/ (if any) and cert-manager's Certificate, Issuer and ClusterIssuer CRDs
+#   (fetched by scripts/tools.sh into its cache; no cert-manager controller runs) applied
+#   server-side and waited for until Established.
 #
 # State (pids, logs, certificates, kubeconfig, the `env` file) lives in $MAILSEC_ENV_DIR, by
 # default ${XDG_RUNTIME_DIR:-/tmp}/mailsec-env-$USER; it must be outside the repository.
@@ -31,6 +33,9 @@ BIN=$("$MAILSEC_ROOT/scripts/tools.sh" bindir)
 for b in etcd kube-apiserver kubectl; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run \`make tools\` (scripts/tools.sh) first"
 done
+CERT_MANAGER_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" cert-manager-crds)
+[ -s "$CERT_MANAGER_CRDS/cert-manager.io_certificates.yaml" ] ||
+  die "cert-manager CRDs are missing in $CERT_MANAGER_CRDS: run \`make tools\` (scripts/tools.sh) first"
 NAMED=$(command -v named || echo /usr/sbin/named)
 for b in "$NAMED" openssl curl dig ss setsid flock; do
   command -v "$b" >/dev/null || die "$b not found: run \`make tools\` (installs bind9, bind9-utils, bind9-dnsutils)"
@@ -70,19 +75,22 @@ healthy() {
 kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=30s "$@"; }
 
 crd_files() {
-  find "$MAILSEC_ROOT/crds" -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort
+  local dir
+  for dir in "$MAILSEC_ROOT/crds" "$CERT_MANAGER_CRDS"; do
+    find "$dir" -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort
+  done
 }
 
-# Applies crds/ (server-side) when its content changed since the last apply, then waits until
-# every CRD in it is Established.
+# Applies crds/ and the cert-manager CRDs (server-side) when their content changed since the
+# last apply, then waits until every one of them is Established.
 apply_crds() {
   local files sum names
   files=$(crd_files)
-  if [ -z "$files" ]; then log "crds/ has no YAML files, nothing to apply"; return 0; fi
+  if [ -z "$files" ]; then log "no CRD files, nothing to apply"; return 0; fi
   # shellcheck disable=SC2086
   sum=$(cat $files | sha256sum | cut -d' ' -f1)
   [ "$(cat "$STATE/crds.sha256" 2>/dev/null)" = "$sum" ] && return 0
-  log "applying CRDs from crds/"
+  log "applying CRDs from crds/ and $CERT_MANAGER_CRDS"
   # shellcheck disable=SC2046
   names=$(kubectl_ apply --server-side --force-conflicts --field-manager=mailsec-env-up \
     $(printf -- '-f %s ' $files) -o name) || return 1
@@ -135,7 +143,7 @@ wait_for() {
 
 # ---------------------------------------------------------------------------------------------
 if healthy; then
-  apply_crds || die "applying crds/ failed"
+  apply_crds || die "applying the CRDs failed"
   log "environment in $STATE is already up"
   print_env
   exit 0
@@ -327,7 +335,7 @@ current-context: mailsec-local
 preferences: {}
 EOF
 )
-apply_crds || fail_start "applying crds/ failed"
+apply_crds || fail_start "applying the CRDs failed"
 
 {
   echo "export KUBECONFIG=$(q "$STATE/kubeconfig")"

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Builds the real components the tests and the demo run against, into a versioned cache
 # outside the repository: kube-apiserver, kubectl (k8s.io/kubernetes), etcd, helm from Go
-# modules; BIND and the DNS tools from Debian. Idempotent: with the cache present it only checks.
+# modules; BIND and the DNS tools from Debian; cert-manager's published CRDs (Certificate,
+# Issuer, ClusterIssuer) from the cert-manager Go module (deploy/crds/, checked against the Go
+# checksum database like any module). Idempotent: with the cache present it only checks.
 #
-#   scripts/tools.sh            build everything that is missing, print the bin directory
-#   scripts/tools.sh bindir     print the bin directory only
+#   scripts/tools.sh                    build everything that is missing, print the bin directory
+#   scripts/tools.sh bindir             print the bin directory only
+#   scripts/tools.sh cert-manager-crds  print the directory of the cert-manager CRD files only
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 HELM_VERSION=${HELM_VERSION:-3.22.0}
+CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-1.21.2}
 
 CACHE=${MAILSEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailsec}
 BIN="$CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 
+# Only the CRDs the operator uses or a test creates; applied by env-up.sh. No cert-manager
+# controller runs in the test environment: tests play its part by writing Certificate status.
+CERT_MANAGER_CRDS="$CACHE/crds/cert-manager-$CERT_MANAGER_VERSION"
+CERT_MANAGER_CRD_FILES=(cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml cert-manager.io_clusterissuers.yaml)
+
 if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
+if [ "${1:-}" = cert-manager-crds ]; then echo "$CERT_MANAGER_CRDS"; exit 0; fi
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -81,7 +91,27 @@ build_helm() {
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
+# The module zip holds deploy/crds/ (controller-gen output; the same spec as the Helm chart's
+# CRD templates, without Helm's labels). Copied into the cache; nothing lands in the repository.
+fetch_cert_manager_crds() {
+  local f missing=0
+  for f in "${CERT_MANAGER_CRD_FILES[@]}"; do [ -s "$CERT_MANAGER_CRDS/$f" ] || missing=1; done
+  [ $missing -eq 0 ] && return 0
+  log "fetching cert-manager v$CERT_MANAGER_VERSION CRDs (Go module github.com/cert-manager/cert-manager)"
+  local dir tmp
+  dir=$(cd "$CACHE/build" && go mod download -json "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -n "$dir" ] && [ -d "$dir/deploy/crds" ] || { log "error: cert-manager module has no deploy/crds"; return 1; }
+  tmp="$CERT_MANAGER_CRDS.tmp.$$"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  for f in "${CERT_MANAGER_CRD_FILES[@]}"; do
+    install -m 0644 "$dir/deploy/crds/$f" "$tmp/$f"
+  done
+  rm -rf "$CERT_MANAGER_CRDS" && mv "$tmp" "$CERT_MANAGER_CRDS"
+}
+
 debian_packages
+fetch_cert_manager_crds
 build_etcd
 build_kubernetes
 build_helm

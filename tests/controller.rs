@@ -50,6 +50,12 @@ impl Operator {
                 owner_id: "test".into(),
                 operator_namespace: ns.into(),
                 policy_server: Some(format!("http://{serve}/").parse().expect("url")),
+                hosting: mailsec_operator::controller::hosting::HostingConfig {
+                    service_name: "mailsec-serve".into(),
+                    service_namespace: "mailsec-system".into(),
+                    service_port: 80,
+                    cluster_domain: "cluster.local".into(),
+                },
             },
             admin_addr: admin,
             leader_election,
@@ -768,6 +774,75 @@ async fn without_a_provider_status_lists_the_records_to_publish() {
     assert!(
         txt(env, &format!("_dmarc.{domain}")).is_empty(),
         "the manual provider wrote to DNS"
+    );
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn policy_host_ingress_and_certificate_readiness() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "hosting").await;
+    let domain = format!("h{}.{}", random_suffix(), env.dns.zone);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    let mut md = mail_domain(&domain, "testing");
+    md["spec"]["mtaSts"]["policyHost"] = serde_json::json!({
+        "ingress": {"className": "nginx"},
+        "certificate": {"issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"}}
+    });
+    apply_json(&client, ns.name(), md).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let got = wait_for(&api, "md", "records published, certificate pending", |m| {
+        condition(m, "CertificateReady").is_some_and(|c| c.0 == "Unknown")
+            && condition(m, "DNSPublished").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&got, "Ready").map(|c| c.0),
+        Some("False"),
+        "not Ready without a certificate"
+    );
+
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), ns.name());
+    let ingress = ingresses.get("mta-sts-md").await.expect("the Ingress");
+    let rule = &ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.clone())
+        .expect("rules")[0];
+    assert_eq!(
+        rule.host.as_deref(),
+        Some(format!("mta-sts.{domain}").as_str())
+    );
+
+    // cert-manager (simulated: its CRDs are installed, its controller is not) issues it.
+    let certificates: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &mailsec_operator::controller::hosting::certificate_resource(),
+    );
+    let cert = certificates
+        .get("mta-sts-md")
+        .await
+        .expect("the Certificate");
+    let generation = cert.metadata.generation.unwrap_or(1);
+    let status = serde_json::json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "Ready", "message": "Certificate is up to date and has not expired",
+         "observedGeneration": generation, "lastTransitionTime": "2026-11-22T00:00:00Z"}]}});
+    certificates
+        .patch_status(
+            "mta-sts-md",
+            &PatchParams::apply("cert-manager"),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("certificate status");
+    let got = wait_for(&api, "md", "Ready with the certificate", ready).await;
+    assert_eq!(
+        condition(&got, "CertificateReady").map(|c| (c.0, c.1)),
+        Some(("True", "Ready"))
     );
     ns.delete(&client).await;
 }

@@ -149,8 +149,10 @@ pub struct MtaStsSpec {
     #[schemars(with = "i32", range(min = 1, max = 31557600))]
     pub max_age: u32,
     /// How `https://mta-sts.<domain>` reaches the policy server. When absent the operator
-    /// creates nothing for it and you route it yourself.
+    /// creates nothing for it and you route it yourself. Replaced as a whole by server-side
+    /// apply, so switching between ingress and external never leaves both or neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub policy_host: Option<PolicyHostSpec>,
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use crate::controller::hosting::HostingConfig;
 use crate::controller::reconcile::Config;
 use crate::controller::run::{self, Options};
 use crate::serve::tls::Source;
@@ -49,6 +50,23 @@ pub struct ControllerArgs {
     /// A changed policy's id is published only once this server returns the new policy.
     #[arg(long, env = "MAILSEC_POLICY_SERVER_URL")]
     policy_server_url: Option<url::Url>,
+    /// The policy server's Service, which the Ingresses of `policyHost.ingress` route to.
+    #[arg(
+        long,
+        env = "MAILSEC_POLICY_SERVICE_NAME",
+        default_value = "mailsec-serve"
+    )]
+    policy_service_name: String,
+    /// Namespace of that Service (default: --namespace).
+    #[arg(long, env = "MAILSEC_POLICY_SERVICE_NAMESPACE")]
+    policy_service_namespace: Option<String>,
+    /// The Service's plain-HTTP port.
+    #[arg(long, env = "MAILSEC_POLICY_SERVICE_PORT", default_value_t = 80)]
+    policy_service_port: u16,
+    /// The cluster's DNS domain, for the ExternalName Services that reach the policy server
+    /// from other namespaces.
+    #[arg(long, env = "MAILSEC_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
@@ -109,6 +127,14 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
     let options = Options {
         config: Config {
             owner_id: args.owner_id,
+            hosting: HostingConfig {
+                service_name: args.policy_service_name,
+                service_namespace: args
+                    .policy_service_namespace
+                    .unwrap_or_else(|| args.namespace.clone()),
+                service_port: args.policy_service_port,
+                cluster_domain: args.cluster_domain,
+            },
             operator_namespace: args.namespace,
             policy_server: args.policy_server_url,
         },

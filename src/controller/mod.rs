@@ -4,6 +4,7 @@
 pub mod build;
 pub mod conditions;
 pub mod error;
+pub mod hosting;
 pub mod provider;
 pub mod reconcile;
 pub mod run;

@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use super::build::{self, PolicyFile};
 use super::conditions::{self, DNS_PUBLISHED, POLICY_HOSTED, READY};
 use super::error::Error;
+use super::hosting::{self, CERTIFICATE_READY, ConditionStatus, HostingConfig};
 use super::provider::{self, Target};
 use super::validate::{self, SecretData};
 use crate::api::{MailDomain, MailDomainStatus, RecordState, RecordStatus};
@@ -36,6 +37,8 @@ const WITHDRAWAL_MAX_AGE: u32 = 86_400;
 const RESYNC: Duration = Duration::from_secs(600);
 /// How soon to look again while the policy servers catch up.
 const POLICY_POLL: Duration = Duration::from_secs(1);
+/// How soon to look again while a Certificate is being issued.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(30);
 
 /// Settings of one controller process.
 #[derive(Clone, Debug)]
@@ -47,6 +50,8 @@ pub struct Config {
     /// Base URL of the policy server (`mailsec serve`), used to confirm a new policy is served
     /// before its id is published. Without it the id follows the status write unconfirmed.
     pub policy_server: Option<url::Url>,
+    /// Where the Ingresses created for `policyHost.ingress` send traffic.
+    pub hosting: HostingConfig,
 }
 
 /// Shared state of the reconciles.
@@ -170,6 +175,8 @@ struct Pass {
     requeue: Duration,
     /// Whether cleanup may finish (all records gone).
     done: bool,
+    /// The policy host objects; `None` when the spec asks for none.
+    hosting: Option<hosting::Hosting>,
 }
 
 enum DnsOutcome {
@@ -215,6 +222,7 @@ async fn run_pass(
         dns: Ok(DnsOutcome::Waiting),
         requeue: RESYNC,
         done: false,
+        hosting: None,
     };
     // Dereference and validate. Nothing is written to DNS unless all of it succeeds.
     let prepared = match prepare(md, ctx, deleting).await {
@@ -282,6 +290,34 @@ async fn run_pass(
         Sts::Off => {
             status.served_policy = None;
             status.withdraw_until = None;
+        }
+    }
+
+    // Policy host objects: kept in line while MTA-STS is active, kept as they are while it is
+    // being withdrawn (the mode none policy must stay reachable), removed once it is off.
+    let hosting_result = match (&sts, desired.policy.is_some() && !deleting) {
+        (Sts::Publish(_), true) => {
+            hosting::ensure(&ctx.client, md, &desired.domain, &ctx.config.hosting)
+                .await
+                .map(Some)
+        }
+        (Sts::Publish(_), false) => Ok(None),
+        (Sts::Off, _) => hosting::remove(&ctx.client, md).await.map(|_| None),
+    };
+    match hosting_result {
+        Ok(h) => {
+            if h.as_ref()
+                .and_then(|h| h.certificate.as_ref())
+                .is_some_and(|c| c.status != ConditionStatus::True)
+            {
+                // Nothing watches Certificates (cert-manager may be absent): look again soon.
+                pass.requeue = pass.requeue.min(CERTIFICATE_POLL);
+            }
+            pass.hosting = h;
+        }
+        Err(e) => {
+            pass.dns = Err(e.into());
+            return pass;
         }
     }
     if let Some(until) = &status.withdraw_until {
@@ -648,7 +684,33 @@ fn set_conditions(status: &mut MailDomainStatus, pass: &Pass, generation: Option
             false
         }
     };
-    if dns_ok && hosted_ok {
+    let cert_ok = match pass.hosting.as_ref().and_then(|h| h.certificate.as_ref()) {
+        None => {
+            c.retain(|x| x.type_ != CERTIFICATE_READY);
+            true
+        }
+        Some(cert) => {
+            match cert.status {
+                ConditionStatus::Unknown => conditions::set_unknown(
+                    c,
+                    CERTIFICATE_READY,
+                    &cert.reason,
+                    cert.message.clone(),
+                    generation,
+                ),
+                status => conditions::set(
+                    c,
+                    CERTIFICATE_READY,
+                    status == ConditionStatus::True,
+                    &cert.reason,
+                    cert.message.clone(),
+                    generation,
+                ),
+            }
+            cert.status == ConditionStatus::True
+        }
+    };
+    if dns_ok && hosted_ok && cert_ok {
         conditions::set(
             c,
             READY,

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::core::DynamicObject;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use super::hosting;
 use super::reconcile::{self, Config, Context};
 use crate::api::{ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind};
 use crate::metrics::Metrics;
@@ -114,6 +117,27 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         failures: Default::default(),
     });
     let operator_ns = options.config.operator_namespace.clone();
+    // The policy host children. Certificates only when cert-manager is installed: a watch on a
+    // missing API would fail forever.
+    let mut controller = controller
+        .owns(scoped::<Ingress>(&client, ns), watcher::Config::default())
+        .owns(scoped::<Service>(&client, ns), watcher::Config::default());
+    let certificates = hosting::certificate_resource();
+    let cert_api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &certificates),
+        None => Api::all_with(client.clone(), &certificates),
+    };
+    if cert_api
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
+    {
+        controller = controller.owns_with(cert_api, certificates, watcher::Config::default());
+    } else {
+        tracing::info!(
+            "cert-manager's Certificate API is not installed: CertificateReady is checked by polling"
+        );
+    }
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     let run = controller
         .watches(
