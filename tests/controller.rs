@@ -149,6 +149,29 @@ async fn wait_for(
     }
 }
 
+/// Annotates the MailDomain to skip the MTA-STS withdrawal wait, deletes it (unless a deletion
+/// is already under way) and waits until the finalizer has let it go.
+async fn delete_skipping_withdrawal(api: &Api<MailDomain>, name: &str, already_deleting: bool) {
+    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+        "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
+    api.patch(name, &PatchParams::apply("skipper"), &Patch::Apply(&skip))
+        .await
+        .expect("annotate");
+    if !already_deleting {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the finalizer never let {name} go"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn condition<'a>(md: &'a MailDomain, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
     md.status
         .as_ref()?
@@ -337,18 +360,7 @@ async fn publishes_serves_updates_in_order_and_cleans_up() {
     assert_eq!(condition(&md, "PolicyHosted").map(|c| c.1), Some("Served"));
 
     // Delete, skipping the withdrawal wait: our records and markers go, the foreign value stays.
-    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
-    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
-        .await
-        .expect("annotate");
-    api.delete("md", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get_opt("md").await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "the finalizer never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_skipping_withdrawal(&api, "md", false).await;
     for name in [
         format!("_mta-sts.{domain}"),
         format!("_smtp._tls.{domain}"),
@@ -520,18 +532,7 @@ async fn deleting_withdraws_mta_sts_with_mode_none_first() {
         "withdrawal lasts the enforce policy's max_age, not {wait} s"
     );
 
-    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
-    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
-        .await
-        .expect("annotate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get_opt("md").await.expect("get").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "skip-withdrawal did not finish the deletion"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_skipping_withdrawal(&api, "md", true).await;
     assert!(txt(env, &format!("_mta-sts.{domain}")).is_empty());
     ns.delete(&client).await;
 }
@@ -715,18 +716,7 @@ async fn a_cluster_provider_limits_namespaces_and_zones() {
     .await;
     wait_for(&api, "md", "Ready when allowed", ready).await;
     assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
-    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
-    api.patch("md", &PatchParams::apply("skipper"), &Patch::Apply(&skip))
-        .await
-        .expect("annotate");
-    api.delete("md", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get_opt("md").await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "deletion did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_skipping_withdrawal(&api, "md", false).await;
     cluster
         .delete(&name, &DeleteParams::default())
         .await

@@ -29,6 +29,14 @@ use super::patterns::HOST;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
 pub struct DNSProviderSpec {
+    #[serde(flatten)]
+    pub settings: ProviderSettings,
+}
+
+/// The settings DNSProvider and ClusterDNSProvider share.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS) or `manual`
     /// (write nothing; status lists the records to publish by hand).
     #[serde(rename = "type")]
@@ -37,7 +45,8 @@ pub struct DNSProviderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136Spec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
-    /// longest matching suffix. When empty, the zone is the MailDomain's domain.
+    /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
+    /// domains outside these zones are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new(format!("self.all(z, z.matches('{HOST}'))")).message("each zone must be a domain name such as example.com, without a trailing dot"))]
@@ -142,25 +151,8 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
 pub struct ClusterDNSProviderSpec {
-    /// `rfc2136` or `manual`, as for DNSProvider.
-    #[serde(rename = "type")]
-    pub provider_type: ProviderType,
-    /// Settings of the rfc2136 provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rfc2136: Option<Rfc2136Spec>,
-    /// The zones this provider may write; MailDomains for other domains are refused.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
-    #[x_kube(validation = Rule::new(format!("self.all(z, z.matches('{HOST}'))")).message("each zone must be a domain name such as example.com, without a trailing dot"))]
-    pub zones: Vec<String>,
-    /// `sync`, `upsert-only` or `create-only`, as for DNSProvider.
-    #[serde(default)]
-    pub policy: SyncPolicy,
-    /// Identifies this installation in ownership markers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]*[a-z0-9])?$')").message("ownerId must be lower-case letters, digits and inner hyphens"))]
-    pub owner_id: Option<String>,
+    #[serde(flatten)]
+    pub settings: ProviderSettings,
     /// Namespaces whose MailDomains may use this provider. When empty, all may.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]

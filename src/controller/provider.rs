@@ -11,8 +11,8 @@ use kube::api::Api;
 use super::error::Error;
 use super::reconcile::Context;
 use crate::api::{
-    ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind, ProviderType, Rfc2136Spec,
-    SecretKeyRef, SyncPolicy, TsigAlgorithm,
+    ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind, ProviderSettings, ProviderType,
+    Rfc2136Spec, SecretKeyRef, SyncPolicy, TsigAlgorithm,
 };
 use crate::dns::plan::Policy;
 use crate::dns::provider::{Provider, find_zone};
@@ -26,17 +26,6 @@ pub struct Target {
     pub owner: String,
 }
 
-/// The settings both provider kinds share.
-struct Settings<'a> {
-    provider_type: ProviderType,
-    rfc2136: Option<&'a Rfc2136Spec>,
-    zones: &'a [String],
-    policy: SyncPolicy,
-    owner_id: Option<&'a str>,
-    /// Namespace of the provider's Secrets.
-    secret_namespace: String,
-}
-
 pub async fn dereference(md: &MailDomain, ctx: &Context, domain: &str) -> Result<Target, Error> {
     let ns = md.namespace().unwrap_or_default();
     let Some(reference) = &md.spec.dns_provider_ref else {
@@ -47,56 +36,44 @@ pub async fn dereference(md: &MailDomain, ctx: &Context, domain: &str) -> Result
             owner: ctx.config.owner_id.clone(),
         });
     };
-    let (namespaced, cluster);
-    let settings = match reference.kind {
+    // The provider's settings, and the namespace its Secrets live in.
+    let (settings, secret_namespace): (ProviderSettings, String) = match reference.kind {
         ProviderKind::DnsProvider => {
             let api: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), &ns);
-            namespaced = api.get_opt(&reference.name).await?.ok_or_else(|| {
+            let provider = api.get_opt(&reference.name).await?.ok_or_else(|| {
                 Error::ProviderNotFound(format!(
                     "DNSProvider {ns}/{} does not exist",
                     reference.name
                 ))
             })?;
-            let s = &namespaced.spec;
-            Settings {
-                provider_type: s.provider_type,
-                rfc2136: s.rfc2136.as_ref(),
-                zones: &s.zones,
-                policy: s.policy,
-                owner_id: s.owner_id.as_deref(),
-                secret_namespace: ns.clone(),
-            }
+            (provider.spec.settings, ns.clone())
         }
         ProviderKind::ClusterDnsProvider => {
             let api: Api<ClusterDNSProvider> = Api::all(ctx.client.clone());
-            cluster = api.get_opt(&reference.name).await?.ok_or_else(|| {
+            let provider = api.get_opt(&reference.name).await?.ok_or_else(|| {
                 Error::ProviderNotFound(format!(
                     "ClusterDNSProvider {} does not exist",
                     reference.name
                 ))
             })?;
-            let s = &cluster.spec;
-            if !s.allowed_namespaces.is_empty() && !s.allowed_namespaces.contains(&ns) {
+            let allowed = &provider.spec.allowed_namespaces;
+            if !allowed.is_empty() && !allowed.contains(&ns) {
                 return Err(Error::ProviderNotAllowed(format!(
                     "ClusterDNSProvider {} does not allow namespace {ns} (allowedNamespaces: {})",
                     reference.name,
-                    s.allowed_namespaces.join(", ")
+                    allowed.join(", ")
                 )));
             }
-            Settings {
-                provider_type: s.provider_type,
-                rfc2136: s.rfc2136.as_ref(),
-                zones: &s.zones,
-                policy: s.policy,
-                owner_id: s.owner_id.as_deref(),
-                secret_namespace: ctx.config.operator_namespace.clone(),
-            }
+            (
+                provider.spec.settings,
+                ctx.config.operator_namespace.clone(),
+            )
         }
     };
     let zone = if settings.zones.is_empty() {
         domain.to_owned()
     } else {
-        find_zone(domain, settings.zones)
+        find_zone(domain, &settings.zones)
             .map(str::to_owned)
             .ok_or_else(|| {
                 Error::ProviderNotAllowed(format!(
@@ -106,10 +83,10 @@ pub async fn dereference(md: &MailDomain, ctx: &Context, domain: &str) -> Result
                 ))
             })?
     };
-    let provider = match (settings.provider_type, settings.rfc2136) {
+    let provider = match (settings.provider_type, &settings.rfc2136) {
         (ProviderType::Manual, _) => Provider::Manual,
         (ProviderType::Rfc2136, Some(spec)) => {
-            Provider::Rfc2136(rfc2136(ctx, spec, &settings.secret_namespace).await?)
+            Provider::Rfc2136(rfc2136(ctx, spec, &secret_namespace).await?)
         }
         (ProviderType::Rfc2136, None) => {
             return Err(Error::ProviderNotFound(format!(
@@ -125,7 +102,7 @@ pub async fn dereference(md: &MailDomain, ctx: &Context, domain: &str) -> Result
     };
     let owner = settings
         .owner_id
-        .map_or_else(|| ctx.config.owner_id.clone(), str::to_owned);
+        .unwrap_or_else(|| ctx.config.owner_id.clone());
     Ok(Target {
         provider,
         zone,
