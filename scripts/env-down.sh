@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Stops what scripts/env-up.sh started in $MAILSEC_ENV_DIR (default
-# ${XDG_RUNTIME_DIR:-/tmp}/mailsec-env-$USER), by the PIDs it recorded: TERM, a bounded wait
+# Stops what scripts/env-up.sh (and scripts/operator-up.sh: `mailsec controller` and `mailsec
+# serve`) started in $MAILSEC_ENV_DIR (default ${XDG_RUNTIME_DIR:-/tmp}/mailsec-env-$USER), by
+# the PIDs they recorded, the operator first: TERM, a bounded wait
 # (MAILSEC_STOP_TIMEOUT, default 15 s), then KILL; then removes the state directory.
-# Safe to run when nothing is up. Never signals a process that env-up.sh did not record.
+# Safe to run when nothing is up. Never signals a process that those scripts did not record.
 set -euo pipefail
 LOG_TAG=env-down
 # shellcheck source=scripts/env-lib.sh
@@ -21,7 +22,7 @@ flock -w 120 9 || die "another env-up/env-down holds $STATE.lock"
 
 t0=$SECONDS
 stop_components
-for c in "${COMPONENTS[@]}"; do
+for c in "${OPERATOR_COMPONENTS[@]}" "${COMPONENTS[@]}"; do
   pid=$(recorded_pid "$c")
   if pid_is_ours "$pid"; then die "$c (pid $pid) is still running; state kept in $STATE"; fi
 done

@@ -1,7 +1,7 @@
-# Shared by env-up.sh, env-down.sh and test-env-lifecycle.sh; sourced, not executed.
-# Everything here must stay loopback-only and must only ever touch processes whose PID was
-# recorded in the state directory by env-up.sh (and whose command line still names that
-# directory, so a recycled PID is never signalled).
+# Shared by env-up.sh, env-down.sh, operator-up.sh and test-env-lifecycle.sh; sourced, not
+# executed. Everything here must stay loopback-only and must only ever touch processes whose PID
+# was recorded in the state directory by env-up.sh or operator-up.sh (and whose command line
+# still names that directory, so a recycled PID is never signalled).
 
 MAILSEC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MAILSEC_USER=${USER:-$(id -un)}
@@ -11,6 +11,9 @@ STATE_MARKER=.mailsec-env
 
 # Components in start order; they are stopped in reverse order.
 COMPONENTS=(etcd kube-apiserver named)
+# The operator's processes, started by scripts/operator-up.sh (`make demo`, `make bench`) into
+# the same state directory; optional, and stopped before the environment they depend on.
+OPERATOR_COMPONENTS=(mailsec-serve mailsec-controller)
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-env}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -47,9 +50,17 @@ recorded_pid() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
 
 # Stops every recorded component in reverse start order, each one completely before the next
 # (kube-apiserver still talks to etcd while it shuts down): TERM, bounded wait, then KILL.
+# The operator's processes (if any were recorded) go first.
 stop_components() {
+  stop_operator
   local i
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_component "${COMPONENTS[$i]}"; done
+}
+
+# Stops the recorded operator processes (controller first, then the policy server).
+stop_operator() {
+  local i
+  for ((i = ${#OPERATOR_COMPONENTS[@]} - 1; i >= 0; i--)); do stop_component "${OPERATOR_COMPONENTS[$i]}"; done
 }
 
 stop_component() {

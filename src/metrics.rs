@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub dns_changes: Family<DnsLabels, Counter>,
     pub status_writes: Counter,
     pub duration: Histogram,
+    /// 1 while this replica reconciles (holds the Lease, or runs without leader election).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,12 @@ impl Default for Metrics {
             "MailDomain status patches",
             status_writes.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica is the one that reconciles",
+            leader.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Reconcile duration",
@@ -75,6 +84,7 @@ impl Default for Metrics {
             dns_changes,
             status_writes,
             duration,
+            leader,
         }
     }
 }

@@ -607,6 +607,15 @@ async fn with_two_controllers_only_the_leader_writes() {
         0,
         "the follower reconciled"
     );
+    let leader_gauges = (
+        leader.metric("mailsec_leader").await,
+        follower.metric("mailsec_leader").await,
+    );
+    assert_eq!(
+        leader_gauges,
+        (1, 0),
+        "mailsec_leader on the leader and on the follower"
+    );
     ns.delete(&client).await;
 }
 

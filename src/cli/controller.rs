@@ -29,7 +29,8 @@ impl Logging {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         match self.log_format {
             LogFormat::Json => builder.json().init(),
             LogFormat::Text => builder.init(),

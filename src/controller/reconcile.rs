@@ -90,43 +90,40 @@ async fn reconcile_with_finalizer(md: &MailDomain, ctx: &Context) -> Result<Acti
         if !ours {
             return Ok(Action::await_change());
         }
-        let (action, done) = reconcile_domain(md, ctx, true).await?;
-        if done {
-            set_finalizers(
-                md,
-                ctx,
-                md.finalizers()
-                    .iter()
-                    .filter(|f| *f != FINALIZER)
-                    .cloned()
-                    .collect(),
-            )
-            .await?;
+        let outcome = reconcile_domain(md, ctx, true).await?;
+        if outcome.done {
+            let rest = md
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(md, ctx, rest, outcome.resource_version).await?;
             return Ok(Action::await_change());
         }
-        return Ok(action);
+        return Ok(outcome.action);
     }
     if !ours {
         let mut finalizers = md.finalizers().to_vec();
         finalizers.push(FINALIZER.to_owned());
         // The update triggers the next reconcile, which then sees the finalizer.
-        set_finalizers(md, ctx, finalizers).await?;
+        set_finalizers(md, ctx, finalizers, md.resource_version()).await?;
         return Ok(Action::await_change());
     }
-    reconcile_domain(md, ctx, false)
-        .await
-        .map(|(action, _)| action)
+    reconcile_domain(md, ctx, false).await.map(|o| o.action)
 }
 
-/// Replaces the finalizer list, guarded by the resourceVersion we saw.
+/// Replaces the finalizer list, guarded by a resourceVersion (ours after a status write), so a
+/// concurrent change to the list is never lost.
 async fn set_finalizers(
     md: &MailDomain,
     ctx: &Context,
     finalizers: Vec<String>,
+    resource_version: Option<String>,
 ) -> Result<(), Error> {
     let api: Api<MailDomain> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": md.resource_version()}});
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}});
     api.patch(
         &md.name_any(),
         &PatchParams::default(),
@@ -186,12 +183,21 @@ enum DnsOutcome {
     Waiting,
 }
 
-/// One pass; returns the next action and, when deleting, whether everything is removed.
+/// What one pass leaves for the finalizer handling.
+struct Outcome {
+    action: Action,
+    /// When deleting: whether everything is removed.
+    done: bool,
+    /// The object's resourceVersion after our status write.
+    resource_version: Option<String>,
+}
+
+/// One pass: plan, write, record status.
 async fn reconcile_domain(
     md: &MailDomain,
     ctx: &Context,
     deleting: bool,
-) -> Result<(Action, bool), Error> {
+) -> Result<Outcome, Error> {
     let mut status = md.status.clone().unwrap_or_default();
     let generation = md.metadata.generation;
     let pass = run_pass(md, ctx, &mut status, deleting).await;
@@ -199,13 +205,17 @@ async fn reconcile_domain(
     status.records = pass.records.clone();
     status.policy_id = pass.policy_id.clone();
     status.observed_generation = generation;
-    write_status(md, ctx, status).await?;
+    let written = write_status(md, ctx, status).await?;
     match pass.dns {
         Err(e) => {
             publish_event(ctx, md, EventType::Warning, e.category(), &e.to_string()).await;
             Err(e)
         }
-        Ok(_) => Ok((Action::requeue(pass.requeue), pass.done)),
+        Ok(_) => Ok(Outcome {
+            action: Action::requeue(pass.requeue),
+            done: pass.done,
+            resource_version: written.or_else(|| md.resource_version()),
+        }),
     }
 }
 
@@ -735,7 +745,7 @@ async fn write_status(
     md: &MailDomain,
     ctx: &Context,
     status: MailDomainStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let old = md.status.clone().unwrap_or_default();
     let unchanged = old.observed_generation == status.observed_generation
         && old.policy_id == status.policy_id
@@ -744,19 +754,20 @@ async fn write_status(
         && old.records == status.records
         && conditions::same(&old.conditions, &status.conditions);
     if unchanged {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<MailDomain> =
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
     let patch = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "status": status});
-    api.patch_status(
-        &md.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &md.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics.status_writes.inc();
-    Ok(())
+    Ok(written.resource_version())
 }
 
 async fn publish_event(ctx: &Context, md: &MailDomain, type_: EventType, reason: &str, note: &str) {

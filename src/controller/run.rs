@@ -107,7 +107,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: options.config.clone(),
-        metrics,
+        metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         store: store.clone(),
         http: reqwest::Client::builder()
@@ -139,6 +139,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         );
     }
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    metrics.leader.set(1);
     let run = controller
         .watches(
             scoped::<DNSProvider>(&client, ns),
