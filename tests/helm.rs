@@ -1058,6 +1058,8 @@ impl Drop for Process {
                 self.log.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
@@ -1284,6 +1286,37 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
     installed
         .cluster_objects
         .push(format!("clusterdnsproviders.mailsec.io/{cluster_provider}"));
+    // Bound to the watched namespace: nothing of the kind elsewhere; in the operator's
+    // namespace only its Lease and reading (not listing) Secrets.
+    let ctl = format!("system:serviceaccount:{}:{full}-controller", op.name());
+    let (m, o) = (mail.name(), op.name());
+    assert_can(
+        env,
+        &ctl,
+        &[
+            &["list", "maildomains.mailsec.io", "-n", m],
+            &["patch", "maildomains.mailsec.io", "-n", m],
+            &["watch", "secrets", "-n", m],
+            &["get", "secrets", "-n", o],
+            &["create", "ingresses.networking.k8s.io", "-n", m],
+            &["create", "events.events.k8s.io", "-n", m],
+        ],
+        true,
+    );
+    assert_can(
+        env,
+        &ctl,
+        &[
+            &["list", "maildomains.mailsec.io", "-A"],
+            &["patch", "maildomains.mailsec.io", "-n", "default"],
+            &["list", "secrets", "-A"],
+            &["get", "secrets", "-n", "default"],
+            &["list", "secrets", "-n", o],
+            &["create", "ingresses.networking.k8s.io", "-n", o],
+            &["create", "events.events.k8s.io", "-n", "default"],
+        ],
+        false,
+    );
     let deployment = |name: String| -> Value {
         serde_json::from_str(&env.kubectl_ok([
             "get",

@@ -8,6 +8,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidSpec(String),
     #[error("{0}")]
+    InvalidObject(String),
+    #[error("{0}")]
     DomainConflict(String),
     #[error("{0}")]
     ProviderNotFound(String),
@@ -25,6 +27,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidObject(_) => "InvalidObject",
             Error::DomainConflict(_) => "DomainConflict",
             Error::ProviderNotFound(_) => "ProviderNotFound",
             Error::ProviderNotAllowed(_) => "ProviderNotAllowed",
@@ -39,6 +42,7 @@ impl Error {
         matches!(
             self,
             Error::InvalidSpec(_)
+                | Error::InvalidObject(_)
                 | Error::DomainConflict(_)
                 | Error::ProviderNotFound(_)
                 | Error::ProviderNotAllowed(_)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -60,15 +61,35 @@ pub struct Context {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub store: Store<MailDomain>,
+    pub store: Store<Guarded>,
     pub http: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
-    pub failures: Mutex<HashMap<ObjectRef<MailDomain>, u32>>,
+    pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
 
-pub async fn reconcile(md: Arc<MailDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// A MailDomain as watched: one that does not deserialize is reported, and does not stop the
+/// watch for the others.
+pub type Guarded = DeserializeGuard<MailDomain>;
+
+pub async fn reconcile(guard: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_with_finalizer(&md, &ctx).await;
+    let result = match &guard.0 {
+        Ok(md) => reconcile_with_finalizer(md, &ctx).await,
+        Err(invalid) => {
+            let note = format!("cannot read this MailDomain: {invalid}");
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(note.clone()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &guard.object_ref(&())).await {
+                tracing::debug!("could not publish event: {e}");
+            }
+            Err(Error::InvalidObject(note))
+        }
+    };
     ctx.metrics.observe(
         started.elapsed(),
         result.as_ref().err().map(Error::category),
@@ -76,7 +97,7 @@ pub async fn reconcile(md: Arc<MailDomain>, ctx: Arc<Context>) -> Result<Action,
     if result.is_ok()
         && let Ok(mut failures) = ctx.failures.lock()
     {
-        failures.remove(&ObjectRef::from_obj(&*md));
+        failures.remove(&ObjectRef::from_obj(&*guard));
     }
     result
 }
@@ -135,7 +156,7 @@ async fn set_finalizers(
 
 /// Per-object exponential backoff: 5 s doubling to 5 min; errors only the user can fix wait for
 /// a watch event (or the 5 min ceiling).
-pub fn error_policy(md: Arc<MailDomain>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(md: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(maildomain = %md.name_any(), namespace = ?md.namespace(), category = error.category(), "{error}");
     if error.needs_user() {
         return Action::requeue(Duration::from_secs(300));
@@ -471,13 +492,13 @@ fn check_domain_claim(md: &MailDomain, ctx: &Context, domain: &str) -> Result<()
         )
     };
     let mine = key(md);
-    let winner = ctx
-        .store
-        .state()
-        .into_iter()
+    let all = ctx.store.state();
+    let winner = all
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
         .filter(|other| other.uid() != md.uid() && other.metadata.deletion_timestamp.is_none())
         .filter(|other| DomainName::parse(&other.spec.domain).is_ok_and(|d| d.as_str() == domain))
-        .map(|other| key(&other))
+        .map(key)
         .filter(|k| *k < mine)
         .min();
     match winner {

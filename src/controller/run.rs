@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::hosting;
-use super::reconcile::{self, Config, Context};
+use super::reconcile::{self, Config, Context, Guarded};
 use crate::api::{ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind};
 use crate::metrics::Metrics;
 
@@ -96,7 +96,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
 
     let ns = options.watch_namespace.as_deref();
     let controller = Controller::new(
-        scoped::<MailDomain>(&client, ns),
+        scoped::<Guarded>(&client, ns),
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
@@ -211,13 +211,13 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
 }
 
 fn referencing(
-    store: &Store<MailDomain>,
+    store: &Store<Guarded>,
     matches: impl Fn(&MailDomain) -> bool,
-) -> Vec<ObjectRef<MailDomain>> {
+) -> Vec<ObjectRef<Guarded>> {
     store
         .state()
         .iter()
-        .filter(|md| matches(md))
-        .map(|md| ObjectRef::from_obj(&**md))
+        .filter(|g| g.0.as_ref().is_ok_and(&matches))
+        .map(|g| ObjectRef::from_obj(&**g))
         .collect()
 }

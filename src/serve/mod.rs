@@ -18,7 +18,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::MailDomain;
+use crate::controller::reconcile::Guarded;
 use crate::domain::mtasts::WELL_KNOWN_PATH;
 use crate::domain::name::DomainName;
 
@@ -47,7 +47,7 @@ pub async fn run(
     tokio::spawn(admin::serve(admin_listener, ready.clone(), None));
     let (store, writer) = reflector::store();
     let watch = watcher(
-        Api::<MailDomain>::all(client.clone()),
+        Api::<Guarded>::all(client.clone()),
         watcher::Config::default(),
     );
     tokio::spawn(
@@ -74,12 +74,12 @@ pub async fn run(
 }
 
 /// The policy routes over a MailDomain store.
-pub fn router(store: Store<MailDomain>) -> Router {
+pub fn router(store: Store<Guarded>) -> Router {
     Router::new().fallback(policy).with_state(store)
 }
 
 async fn policy(
-    State(store): State<Store<MailDomain>>,
+    State(store): State<Store<Guarded>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -118,7 +118,7 @@ fn not_found() -> Response {
 
 /// The policy for a Host header: `mta-sts.<domain>`, any case, port ignored. When several
 /// MailDomains claim a domain, the oldest one's policy is served, as the controller decides.
-pub fn lookup(store: &Store<MailDomain>, host: &str) -> Option<String> {
+pub fn lookup(store: &Store<Guarded>, host: &str) -> Option<String> {
     let host = host
         .rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
@@ -129,9 +129,9 @@ pub fn lookup(store: &Store<MailDomain>, host: &str) -> Option<String> {
             .strip_prefix("mta-sts.")?,
     )
     .ok()?;
-    store
-        .state()
-        .into_iter()
+    let all = store.state();
+    all.iter()
+        .filter_map(|g| g.0.as_ref().ok())
         .filter(|md| {
             md.metadata.deletion_timestamp.is_none()
                 || md
@@ -148,4 +148,40 @@ pub fn lookup(store: &Store<MailDomain>, host: &str) -> Option<String> {
             )
         })
         .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guarded(value: serde_json::Value) -> Guarded {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn lookup_by_host_skips_objects_that_do_not_deserialize() {
+        let (store, mut writer) = reflector::store::<Guarded>();
+        let good = guarded(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": "good", "namespace": "a", "uid": "1", "creationTimestamp": "2026-01-02T00:00:00Z"},
+            "spec": {"domain": "Example.COM", "dmarc": {"policy": "none"}},
+            "status": {"servedPolicy": "version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n"}
+        }));
+        // ttl as a string: valid JSON, not a MailDomain. It must not hide the others.
+        let bad = guarded(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": "bad", "namespace": "a", "uid": "2", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"domain": "example.com", "ttl": "soon"}
+        }));
+        assert!(bad.0.is_err());
+        writer.apply_watcher_event(&watcher::Event::Apply(good));
+        writer.apply_watcher_event(&watcher::Event::Apply(bad));
+        let policy = lookup(&store, "MTA-STS.example.com:443");
+        assert_eq!(
+            policy.as_deref(),
+            Some("version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n")
+        );
+        assert_eq!(lookup(&store, "mta-sts.example.org"), None);
+        assert_eq!(lookup(&store, "example.com"), None);
+    }
 }
