@@ -1,5 +1,6 @@
 //! mailsec-operator: publishes and verifies a domain's mail security records.
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod controller;
 pub mod dns;

@@ -1,5 +1,6 @@
 //! The `mailsec` command line.
 
+mod check;
 mod controller;
 mod crd;
 mod render;
@@ -27,6 +28,9 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Run the public MTA-STS policy server.
     Serve(controller::ServeArgs),
+    /// Check what the internet sees of a domain: DNS records, the served policy, MX coverage.
+    /// Exits 0 only when every check passes.
+    Check(check::CheckArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -37,6 +41,7 @@ pub fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Controller(args) => controller::controller(args),
         Command::Serve(args) => controller::serve(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,

@@ -84,6 +84,20 @@ pub fn run(args: &RenderArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The desired state of every MailDomain in `files`, or every error found.
+pub(crate) fn desired_from_files(files: &[String]) -> Result<Vec<(String, Desired)>, String> {
+    let mut documents = Vec::new();
+    for file in files {
+        documents.extend(read_documents(file).map_err(|e| e.to_string())?);
+    }
+    let (domains, errors) = render_documents(documents);
+    if errors.is_empty() {
+        Ok(domains)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
 fn write_text(out: &mut impl Write, origin: &str, desired: &Desired) -> std::io::Result<()> {
     writeln!(out, "; {} ({origin})", desired.domain)?;
     for record in &desired.records {

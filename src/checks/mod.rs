@@ -1,0 +1,6 @@
+//! Live checks: what the internet sees of a domain's mail security, compared with what it
+//! should see. Each finding names the record or host and the exact problem.
+
+pub mod dns;
+pub mod policy;
+pub mod run;

@@ -1,0 +1,177 @@
+//! Fetching `https://mta-sts.<domain>/.well-known/mta-sts.txt` the way RFC 8461 §3.3 says a
+//! sender must: a certificate valid for that name, status 200 only (redirects are not
+//! followed), at most 64 KiB, bounded in time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::domain::mtasts::{MAX_POLICY_BYTES, WELL_KNOWN_PATH};
+
+/// What the policy host answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: Option<String>,
+    /// At most 64 KiB + 1 byte: more means too large.
+    pub body: Vec<u8>,
+}
+
+/// Why nothing usable was fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0} has no address")]
+    NoAddress(String),
+    #[error("cannot connect to {0}")]
+    Connect(String),
+    #[error("TLS with {host} failed: {message}")]
+    Tls { host: String, message: String },
+    #[error("HTTP exchange with {0}")]
+    Http(String),
+    #[error("{0} did not answer within the timeout")]
+    Timeout(String),
+}
+
+/// Web PKI roots plus any extra CA certificates (PEM) the user trusts.
+pub fn roots(extra_pem: Option<&[u8]>) -> Result<Arc<RootCertStore>, String> {
+    let mut store = RootCertStore::empty();
+    store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_pem {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err("the CA file holds no certificate".into());
+        }
+        for cert in certs {
+            store
+                .add(cert)
+                .map_err(|e| format!("CA certificate: {e}"))?;
+        }
+    }
+    Ok(Arc::new(store))
+}
+
+/// Fetches the policy of `domain` from `addrs` (tried in order) on `port`.
+pub async fn fetch(
+    domain: &str,
+    addrs: &[IpAddr],
+    port: u16,
+    roots: Arc<RootCertStore>,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    let host = format!("mta-sts.{domain}");
+    if addrs.is_empty() {
+        return Err(FetchError::NoAddress(host));
+    }
+    let mut last = FetchError::NoAddress(host.clone());
+    for ip in addrs {
+        match tokio::time::timeout(
+            timeout,
+            fetch_from(&host, SocketAddr::new(*ip, port), roots.clone()),
+        )
+        .await
+        {
+            Ok(Ok(fetched)) => return Ok(fetched),
+            // A certificate or HTTP problem is the answer; another address would not change it.
+            Ok(Err(e @ (FetchError::Tls { .. } | FetchError::Http(_)))) => return Err(e),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = FetchError::Timeout(format!("{host} ({ip})")),
+        }
+    }
+    Err(last)
+}
+
+async fn fetch_from(
+    host: &str,
+    addr: SocketAddr,
+    roots: Arc<RootCertStore>,
+) -> Result<Fetched, FetchError> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| FetchError::Connect(format!("{host} ({addr}): {e}")))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| FetchError::Tls {
+        host: host.to_owned(),
+        message: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| FetchError::Tls {
+        host: host.to_owned(),
+        message: e.to_string(),
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| FetchError::Tls {
+            host: host.to_owned(),
+            message: e.to_string(),
+        })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<hyper::body::Bytes>,
+    >(TokioIo::new(tls))
+    .await
+    .map_err(|e| FetchError::Http(format!("{host}: {e}")))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(WELL_KNOWN_PATH)
+        .header(hyper::header::HOST, host)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("mailsec/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(http_body_util::Empty::new())
+        .map_err(|e| FetchError::Http(format!("{host}: {e}")))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| FetchError::Http(format!("{host}: {e}")))?;
+    let header = |name: hyper::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = response.status().as_u16();
+    let (location, content_type) = (
+        header(hyper::header::LOCATION),
+        header(hyper::header::CONTENT_TYPE),
+    );
+    let body = read_bounded(response.into_body(), MAX_POLICY_BYTES + 1)
+        .await
+        .map_err(|e| FetchError::Http(format!("{host}: {e}")))?;
+    Ok(Fetched {
+        status,
+        location,
+        content_type,
+        body,
+    })
+}
+
+/// Reads at most `limit` bytes of a body, so a huge answer cannot exhaust memory.
+async fn read_bounded(mut body: Incoming, limit: usize) -> Result<Vec<u8>, hyper::Error> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = limit.saturating_sub(out.len());
+            out.extend_from_slice(&data[..data.len().min(room)]);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

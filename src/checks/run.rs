@@ -1,0 +1,373 @@
+//! The checks of one domain: DNS records (exactly one of each kind, valid, equal to what is
+//! expected), the served MTA-STS policy, and MX coverage by that policy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use serde::Serialize;
+
+use super::dns::Dns;
+use super::policy::{self, FetchError};
+use crate::controller::build::Desired;
+use crate::domain::bimi::BimiRecord;
+use crate::domain::dkim::DkimRecord;
+use crate::domain::dmarc::DmarcRecord;
+use crate::domain::mtasts::{Mode, Policy, StsRecord};
+use crate::domain::record::RecordKind;
+use crate::domain::spf::SpfRecord;
+use crate::domain::tlsrpt::TlsRptRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One result: which check, about what, how it went, a stable reason and the detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub subject: String,
+    pub outcome: Outcome,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A strict parser of one record kind, for `txt_record`.
+type Parser = fn(&str) -> Result<(), String>;
+
+/// How to look.
+#[derive(Clone)]
+pub struct Options {
+    pub resolver: SocketAddr,
+    pub https_port: u16,
+    pub roots: Arc<RootCertStore>,
+    pub timeout: Duration,
+}
+
+fn finding(
+    check: &'static str,
+    subject: &str,
+    outcome: Outcome,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Finding {
+    Finding {
+        check,
+        subject: subject.to_owned(),
+        outcome,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Runs every check that applies. With `expect`, records and policy must equal it, and only
+/// the kinds it enables are checked; without, the MTA-STS, TLS-RPT, SPF and DMARC records must
+/// exist and be valid.
+pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) -> Vec<Finding> {
+    let dns = match Dns::new(options.resolver) {
+        Ok(d) => d,
+        Err(e) => return vec![finding("DNS", domain, Outcome::Fail, "ResolverError", e)],
+    };
+    let mut findings = Vec::new();
+    let expected =
+        |kind: RecordKind| expect.and_then(|d| d.records.iter().find(|r| r.kind == kind));
+    let wants = |kind: RecordKind| expect.is_none_or(|d| d.records.iter().any(|r| r.kind == kind));
+
+    if wants(RecordKind::MtaSts) {
+        let f = txt_record(
+            &dns,
+            &format!("_mta-sts.{domain}"),
+            RecordKind::MtaSts,
+            expected(RecordKind::MtaSts).map(|r| r.value.as_str()),
+            |v| StsRecord::parse(v).map(|_| ()).map_err(|e| e.to_string()),
+        )
+        .await;
+        findings.push(f);
+        let (policy_findings, served) = policy_check(
+            &dns,
+            domain,
+            expect.and_then(|d| d.policy.as_ref().map(|p| p.text.as_str())),
+            options,
+        )
+        .await;
+        findings.extend(policy_findings);
+        let patterns = served.or_else(|| {
+            expect
+                .and_then(|d| d.policy.as_ref())
+                .and_then(|p| Policy::parse(&p.text).ok().map(|p| p.value))
+        });
+        if let Some(policy) = patterns.filter(|p| p.mode != Mode::None) {
+            findings.push(mx_coverage(&dns, domain, &policy).await);
+        }
+    }
+    let kinds: [(RecordKind, &str, Parser); 3] = [
+        (RecordKind::TlsRpt, "_smtp._tls.", |v| {
+            TlsRptRecord::parse(v)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+        (RecordKind::Spf, "", |v| {
+            SpfRecord::parse(v).map(|_| ()).map_err(|e| e.to_string())
+        }),
+        (RecordKind::Dmarc, "_dmarc.", |v| {
+            DmarcRecord::parse(v).map(|_| ()).map_err(|e| e.to_string())
+        }),
+    ];
+    for (kind, prefix, parse) in kinds {
+        if wants(kind) {
+            findings.push(
+                txt_record(
+                    &dns,
+                    &format!("{prefix}{domain}"),
+                    kind,
+                    expected(kind).map(|r| r.value.as_str()),
+                    parse,
+                )
+                .await,
+            );
+        }
+    }
+    for record in expect
+        .iter()
+        .flat_map(|d| d.records.iter())
+        .filter(|r| matches!(r.kind, RecordKind::Dkim | RecordKind::Bimi))
+    {
+        let parse: Parser = match record.kind {
+            RecordKind::Dkim => |v| DkimRecord::parse(v).map(|_| ()).map_err(|e| e.to_string()),
+            _ => |v| BimiRecord::parse(v).map(|_| ()).map_err(|e| e.to_string()),
+        };
+        findings
+            .push(txt_record(&dns, &record.name, record.kind, Some(&record.value), parse).await);
+    }
+    findings
+}
+
+/// Exactly one value of `kind` at `name`, valid, and equal to `expected` when given.
+async fn txt_record(
+    dns: &Dns,
+    name: &str,
+    kind: RecordKind,
+    expected: Option<&str>,
+    parse: Parser,
+) -> Finding {
+    let check = kind.as_str();
+    let values = match dns.txt(name).await {
+        Ok(v) => v,
+        Err(e) => return finding(check, name, Outcome::Fail, "LookupFailed", e.to_string()),
+    };
+    let ours: Vec<&String> = values.iter().filter(|v| kind.matches(v)).collect();
+    match ours.as_slice() {
+        [] => finding(
+            check,
+            name,
+            Outcome::Fail,
+            "NoRecord",
+            format!("no `{}` TXT record at {name}", kind.tag()),
+        ),
+        [value] => {
+            if let Err(e) = parse(value) {
+                return finding(
+                    check,
+                    name,
+                    Outcome::Fail,
+                    "InvalidRecord",
+                    format!("`{value}`: {e}"),
+                );
+            }
+            match expected {
+                Some(want) if want != value.as_str() => finding(
+                    check,
+                    name,
+                    Outcome::Fail,
+                    "Mismatch",
+                    format!("published `{value}`, expected `{want}`"),
+                ),
+                _ => finding(check, name, Outcome::Pass, "Valid", value.as_str()),
+            }
+        }
+        many => finding(
+            check,
+            name,
+            Outcome::Fail,
+            "MultipleRecords",
+            format!(
+                "{} `{}` records at {name}; receivers ignore them all when there is more than one",
+                many.len(),
+                kind.tag()
+            ),
+        ),
+    }
+}
+
+/// Fetches and checks the policy; returns the findings and the policy when it could be read.
+async fn policy_check(
+    dns: &Dns,
+    domain: &str,
+    expected: Option<&str>,
+    options: &Options,
+) -> (Vec<Finding>, Option<Policy>) {
+    let host = format!("mta-sts.{domain}");
+    let check = "MTA-STS policy";
+    let fail = |reason, message: String| {
+        (
+            vec![finding(check, &host, Outcome::Fail, reason, message)],
+            None,
+        )
+    };
+    let addrs = match dns.addresses(&host).await {
+        Ok(a) => a,
+        Err(e) => return fail("LookupFailed", e.to_string()),
+    };
+    let fetched = match policy::fetch(
+        domain,
+        &addrs,
+        options.https_port,
+        options.roots.clone(),
+        options.timeout,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(e @ FetchError::NoAddress(_)) => return fail("NoAddress", e.to_string()),
+        Err(e @ FetchError::Tls { .. }) => return fail("CertificateInvalid", e.to_string()),
+        Err(e @ FetchError::Timeout(_)) => return fail("Timeout", e.to_string()),
+        Err(e) => return fail("Unreachable", e.to_string()),
+    };
+    if (300..400).contains(&fetched.status) {
+        let to = fetched.location.unwrap_or_default();
+        return fail(
+            "Redirect",
+            format!(
+                "HTTP {} to `{to}`: senders do not follow redirects (RFC 8461 §3.3)",
+                fetched.status
+            ),
+        );
+    }
+    if fetched.status != 200 {
+        return fail(
+            "HTTPStatus",
+            format!("HTTP {}, senders need 200", fetched.status),
+        );
+    }
+    let media = fetched.content_type.as_deref().unwrap_or_default();
+    if !media
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case("text/plain")
+    {
+        return fail(
+            "ContentType",
+            format!("Content-Type is `{media}`, senders need text/plain"),
+        );
+    }
+    if fetched.body.len() > crate::domain::mtasts::MAX_POLICY_BYTES {
+        return fail(
+            "TooLarge",
+            "the policy is larger than the 64 KiB senders read".into(),
+        );
+    }
+    let Ok(text) = String::from_utf8(fetched.body) else {
+        return fail("InvalidPolicy", "the policy is not UTF-8 text".into());
+    };
+    let parsed = match Policy::parse(&text) {
+        Ok(p) => p,
+        Err(e) => return fail("InvalidPolicy", e.to_string()),
+    };
+    let mut findings = Vec::new();
+    for warning in &parsed.warnings {
+        findings.push(finding(
+            check,
+            &host,
+            Outcome::Warn,
+            "PolicyWarning",
+            warning.clone(),
+        ));
+    }
+    match expected.and_then(|t| Policy::parse(t).ok()) {
+        Some(want) if want.value != parsed.value => findings.push(finding(
+            check,
+            &host,
+            Outcome::Fail,
+            "Mismatch",
+            format!(
+                "served mode {} mx [{}] max_age {}, expected mode {} mx [{}] max_age {}",
+                parsed.value.mode,
+                list(&parsed.value),
+                parsed.value.max_age,
+                want.value.mode,
+                list(&want.value),
+                want.value.max_age
+            ),
+        )),
+        _ => findings.push(finding(
+            check,
+            &host,
+            Outcome::Pass,
+            "Served",
+            format!(
+                "mode {}, max_age {}",
+                parsed.value.mode, parsed.value.max_age
+            ),
+        )),
+    }
+    (findings, Some(parsed.value))
+}
+
+fn list(p: &Policy) -> String {
+    p.mx.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every MX host must match a pattern of the policy, or senders in enforce mode refuse it.
+async fn mx_coverage(dns: &Dns, domain: &str, policy: &Policy) -> Finding {
+    let check = "MX coverage";
+    let hosts = match dns.mx(domain).await {
+        Ok(h) => h,
+        Err(e) => return finding(check, domain, Outcome::Fail, "LookupFailed", e.to_string()),
+    };
+    if hosts.is_empty() {
+        return finding(
+            check,
+            domain,
+            Outcome::Fail,
+            "NoMX",
+            format!("{domain} has no MX records"),
+        );
+    }
+    let uncovered: Vec<&str> = hosts
+        .iter()
+        .map(|(_, h)| h.as_str())
+        .filter(|h| !policy.covers(h))
+        .collect();
+    if uncovered.is_empty() {
+        let all: Vec<&str> = hosts.iter().map(|(_, h)| h.as_str()).collect();
+        finding(
+            check,
+            domain,
+            Outcome::Pass,
+            "Covered",
+            format!("{} covered by the policy", all.join(", ")),
+        )
+    } else {
+        finding(
+            check,
+            domain,
+            Outcome::Fail,
+            "MXNotCovered",
+            format!(
+                "{} not covered by the policy's mx [{}]",
+                uncovered.join(", "),
+                list(policy)
+            ),
+        )
+    }
+}

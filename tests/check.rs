@@ -1,0 +1,340 @@
+//! `mailsec check` against real servers on loopback: the local BIND (records published with
+//! nsupdate, not by us) and `mailsec serve` over TLS with a test CA.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use mailsec_operator::api::MailDomain;
+use mailsec_operator::serve::tls::Source;
+use support::{TestEnv, random_suffix};
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// A test CA, and certificate files for `names` signed by it.
+struct Pki {
+    dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!("mailsec-check-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("ca");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        Pki {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, name: &str) -> Source {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("sign");
+        let (c, k) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        Source::Files { cert: c, key: k }
+    }
+}
+
+fn maildomain_yaml(domain: &str) -> String {
+    format!(
+        "apiVersion: mailsec.io/v1alpha1\nkind: MailDomain\nmetadata: {{name: md}}\nspec:\n  domain: {domain}\n  mx: [mx1.{domain}]\n  \
+         mtaSts: {{mode: enforce, maxAge: 86400}}\n  tlsRpt: {{rua: ['mailto:tlsrpt@{domain}']}}\n  spf: {{mechanisms: [mx], all: fail}}\n  \
+         dmarc: {{policy: reject}}\n"
+    )
+}
+
+fn nsupdate(env: &TestEnv, commands: &str) {
+    let out = env
+        .dns
+        .nsupdate(&format!("{commands}send\n"), &env.dns.tsig_secret);
+    assert!(
+        out.status.success(),
+        "nsupdate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Publishes what `mailsec render` says the MailDomain needs, plus MX and address records.
+fn publish(env: &TestEnv, domain: &str, expect: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailsec"))
+        .args(["render", "-o", "json", "-f"])
+        .arg(expect)
+        .output()
+        .expect("render");
+    let rendered: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut commands = format!(
+        "update add {domain}. 300 MX 10 mx1.{domain}.\nupdate add mx1.{domain}. 300 A 127.0.0.1\nupdate add mta-sts.{domain}. 300 A 127.0.0.1\n"
+    );
+    for r in rendered[0]["records"].as_array().expect("records") {
+        commands.push_str(&format!(
+            "update add {}. 300 TXT \"{}\"\n",
+            r["name"].as_str().expect("name"),
+            r["value"].as_str().expect("value")
+        ));
+    }
+    nsupdate(env, &commands);
+    rendered[0]["policy"].as_str().expect("policy").to_owned()
+}
+
+/// `mailsec serve` over TLS on a free port, serving `policy` for `domain`.
+async fn serve(
+    client: &kube::Client,
+    ns: &str,
+    domain: &str,
+    policy: &str,
+    tls: Source,
+) -> SocketAddr {
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns);
+    let name = format!("md-{}", random_suffix());
+    let md = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": name},
+        "spec": {"domain": domain, "mx": [format!("mx1.{domain}")], "mtaSts": {"mode": "enforce", "maxAge": 86400}}});
+    api.patch(&name, &PatchParams::apply("test"), &Patch::Apply(&md))
+        .await
+        .expect("apply");
+    let status = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "status": {"servedPolicy": policy}});
+    api.patch_status(&name, &PatchParams::apply("test"), &Patch::Apply(&status))
+        .await
+        .expect("status");
+    let (listen, admin) = (free_addr(), free_addr());
+    tokio::spawn(mailsec_operator::serve::run(
+        client.clone(),
+        listen,
+        admin,
+        Some(tls),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    listen
+}
+
+/// Runs `mailsec check`, returns the exit status and the findings.
+fn check(
+    env: &TestEnv,
+    domain: &str,
+    port: u16,
+    pki: &Pki,
+    expect: Option<&Path>,
+) -> (bool, Vec<serde_json::Value>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailsec"));
+    cmd.args([
+        "check",
+        domain,
+        "-o",
+        "json",
+        "--timeout",
+        "5",
+        "--resolver",
+        &env.dns.server.to_string(),
+        "--https-port",
+        &port.to_string(),
+    ])
+    .arg("--ca-file")
+    .arg(pki.dir.join("ca.pem"));
+    if let Some(e) = expect {
+        cmd.arg("--expect-file").arg(e);
+    }
+    let out = cmd.output().expect("run mailsec check");
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), findings)
+}
+
+fn failed<'a>(findings: &'a [serde_json::Value]) -> Vec<(&'a str, &'a str)> {
+    findings
+        .iter()
+        .filter(|f| f["outcome"] == "fail")
+        .map(|f| {
+            (
+                f["check"].as_str().unwrap_or(""),
+                f["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_domain_passes_and_each_breakage_is_named() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "check").await;
+    let pki = Pki::new();
+    let domain = format!("k{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join("md.yaml");
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect);
+    let port = serve(
+        &client,
+        ns.name(),
+        &domain,
+        &policy,
+        pki.leaf(&format!("mta-sts.{domain}")),
+    )
+    .await
+    .port();
+
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(ok, "the good variant fails: {findings:#?}");
+    let checks: Vec<&str> = findings
+        .iter()
+        .map(|f| f["check"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            "MTA-STS",
+            "MTA-STS policy",
+            "MX coverage",
+            "TLS-RPT",
+            "SPF",
+            "DMARC"
+        ]
+    );
+    assert!(
+        findings.iter().all(|f| f["outcome"] == "pass"),
+        "{findings:#?}"
+    );
+
+    // An MX the policy does not cover.
+    nsupdate(
+        env,
+        &format!("update add {domain}. 300 MX 20 backup.example.net.\n"),
+    );
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(failed(&findings), [("MX coverage", "MXNotCovered")]);
+    assert!(findings.iter().any(|f| {
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("backup.example.net not covered"))
+    }));
+    nsupdate(
+        env,
+        &format!("update delete {domain}. MX 20 backup.example.net.\n"),
+    );
+
+    // Two STSv1 records: receivers ignore both.
+    nsupdate(
+        env,
+        &format!("update add _mta-sts.{domain}. 300 TXT \"v=STSv1; id=second\"\n"),
+    );
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(failed(&findings), [("MTA-STS", "MultipleRecords")]);
+    nsupdate(
+        env,
+        &format!("update delete _mta-sts.{domain}. TXT \"v=STSv1; id=second\"\n"),
+    );
+
+    // Two SPF records, without an expectation: still caught.
+    nsupdate(
+        env,
+        &format!("update add {domain}. 300 TXT \"v=spf1 -all\"\n"),
+    );
+    let (ok, findings) = check(env, &domain, port, &pki, None);
+    assert!(!ok);
+    assert_eq!(failed(&findings), [("SPF", "MultipleRecords")]);
+    nsupdate(
+        env,
+        &format!("update delete {domain}. TXT \"v=spf1 -all\"\n"),
+    );
+
+    // A DMARC record that differs from the expectation.
+    nsupdate(
+        env,
+        &format!(
+            "update delete _dmarc.{domain}. TXT\nupdate add _dmarc.{domain}. 300 TXT \"v=DMARC1; p=none\"\n"
+        ),
+    );
+    let (_, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert_eq!(failed(&findings), [("DMARC", "Mismatch")]);
+    std::fs::remove_dir_all(&pki.dir).ok();
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_host_problems_are_named() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "checkpol").await;
+    let pki = Pki::new();
+
+    // A certificate for another name.
+    let domain = format!("n{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join("n.yaml");
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect);
+    let port = serve(
+        &client,
+        ns.name(),
+        &domain,
+        &policy,
+        pki.leaf("mta-sts.wrong.example"),
+    )
+    .await
+    .port();
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(!ok);
+    assert!(
+        failed(&findings).contains(&("MTA-STS policy", "CertificateInvalid")),
+        "{findings:#?}"
+    );
+
+    // LF line ends: a warning, not a failure; a different mode: a mismatch.
+    let domain = format!("l{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join("l.yaml");
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect).replace("\r\n", "\n");
+    let port = serve(
+        &client,
+        ns.name(),
+        &domain,
+        &policy,
+        pki.leaf(&format!("mta-sts.{domain}")),
+    )
+    .await
+    .port();
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(ok, "LF only is a warning: {:#?}", failed(&findings));
+    assert!(findings.iter().any(
+        |f| f["outcome"] == "warn" && f["message"].as_str().is_some_and(|m| m.contains("CRLF"))
+    ));
+
+    // Nothing listens: the policy host is unreachable.
+    let closed = free_addr().port();
+    let (ok, findings) = check(env, &domain, closed, &pki, Some(&expect));
+    assert!(!ok);
+    assert!(
+        failed(&findings).contains(&("MTA-STS policy", "Unreachable")),
+        "{findings:#?}"
+    );
+    std::fs::remove_dir_all(&pki.dir).ok();
+    ns.delete(&client).await;
+}
