@@ -167,7 +167,7 @@ fn check(
     (out.status.success(), findings)
 }
 
-fn failed<'a>(findings: &'a [serde_json::Value]) -> Vec<(&'a str, &'a str)> {
+fn failed(findings: &[serde_json::Value]) -> Vec<(&str, &str)> {
     findings
         .iter()
         .filter(|f| f["outcome"] == "fail")
