@@ -8,12 +8,14 @@
 #   scripts/tools.sh                    build everything that is missing, print the bin directory
 #   scripts/tools.sh bindir             print the bin directory only
 #   scripts/tools.sh cert-manager-crds  print the directory of the cert-manager CRD files only
+#   scripts/tools.sh pythonpath         print the PYTHONPATH holding aiosmtpd only
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 HELM_VERSION=${HELM_VERSION:-3.22.0}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-1.21.2}
+AIOSMTPD_VERSION=${AIOSMTPD_VERSION:-1.4.6}
 
 CACHE=${MAILSEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailsec}
 BIN="$CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -24,7 +26,11 @@ CERT_MANAGER_CRDS="$CACHE/crds/cert-manager-$CERT_MANAGER_VERSION"
 CERT_MANAGER_CRD_FILES=(cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml cert-manager.io_clusterissuers.yaml)
 
 if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
+# A real SMTP server with STARTTLS (aiosmtpd, from PyPI) for the SMTP checks' tests.
+PYTHON_TOOLS="$CACHE/python/aiosmtpd-$AIOSMTPD_VERSION"
+
 if [ "${1:-}" = cert-manager-crds ]; then echo "$CERT_MANAGER_CRDS"; exit 0; fi
+if [ "${1:-}" = pythonpath ]; then echo "$PYTHON_TOOLS"; exit 0; fi
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -110,7 +116,18 @@ fetch_cert_manager_crds() {
   rm -rf "$CERT_MANAGER_CRDS" && mv "$tmp" "$CERT_MANAGER_CRDS"
 }
 
+python_tools() {
+  [ -d "$PYTHON_TOOLS/aiosmtpd" ] && return 0
+  log "installing aiosmtpd $AIOSMTPD_VERSION from PyPI"
+  local tmp="$PYTHON_TOOLS.tmp.$$"
+  rm -rf "$tmp"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$tmp" "aiosmtpd==$AIOSMTPD_VERSION"
+  rm -rf "$PYTHON_TOOLS" && mv "$tmp" "$PYTHON_TOOLS"
+}
+
 debian_packages
+python_tools
 fetch_cert_manager_crds
 build_etcd
 build_kubernetes

@@ -135,11 +135,76 @@ async fn serve(
     listen
 }
 
-/// Runs `mailsec check`, returns the exit status and the findings.
+/// A real SMTP server (aiosmtpd) on a free loopback port; killed when dropped.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    /// `mode`: `starttls`, `plain` (no STARTTLS) or `tls10` (TLS 1.0 only).
+    fn start(mode: &str, tls: &Source) -> Smtp {
+        let Source::Files { cert, key } = tls else {
+            panic!("file certificates")
+        };
+        let tools = support::repo_root().join("scripts/tools.sh");
+        let pythonpath = Command::new(tools)
+            .arg("pythonpath")
+            .output()
+            .expect("tools.sh");
+        let port = free_addr().port();
+        let mut child = Command::new("python3")
+            .arg(support::repo_root().join("tests/fixtures/smtp/server.py"))
+            .args([&port.to_string(), mode])
+            .args([cert, key])
+            .env(
+                "PYTHONPATH",
+                String::from_utf8_lossy(&pythonpath.stdout).trim(),
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start aiosmtpd (run `make tools`)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        assert_eq!(
+            ready.trim(),
+            "ready",
+            "aiosmtpd did not start (is it installed? `make tools`)"
+        );
+        Smtp { child, port }
+    }
+}
+
+/// Runs `mailsec check` with nothing listening for SMTP.
 fn check(
     env: &TestEnv,
     domain: &str,
     port: u16,
+    pki: &Pki,
+    expect: Option<&Path>,
+) -> (bool, Vec<serde_json::Value>) {
+    check_smtp(env, domain, port, free_addr().port(), pki, expect)
+}
+
+/// Runs `mailsec check`, returns the exit status and the findings.
+fn check_smtp(
+    env: &TestEnv,
+    domain: &str,
+    port: u16,
+    smtp: u16,
     pki: &Pki,
     expect: Option<&Path>,
 ) -> (bool, Vec<serde_json::Value>) {
@@ -155,6 +220,8 @@ fn check(
         &env.dns.server.to_string(),
         "--https-port",
         &port.to_string(),
+        "--smtp-port",
+        &smtp.to_string(),
     ])
     .arg("--ca-file")
     .arg(pki.dir.join("ca.pem"));
@@ -199,8 +266,9 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
     )
     .await
     .port();
+    let smtp = Smtp::start("starttls", &pki.leaf(&format!("mx1.{domain}")));
 
-    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert!(ok, "the good variant fails: {findings:#?}");
     let checks: Vec<&str> = findings
         .iter()
@@ -212,6 +280,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
             "MTA-STS",
             "MTA-STS policy",
             "MX coverage",
+            "SMTP TLS",
             "TLS-RPT",
             "SPF",
             "DMARC"
@@ -227,9 +296,16 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
         env,
         &format!("update add {domain}. 300 MX 20 backup.example.net.\n"),
     );
-    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert!(!ok);
-    assert_eq!(failed(&findings), [("MX coverage", "MXNotCovered")]);
+    // backup.example.net cannot be resolved through this test DNS: its SMTP probe fails too.
+    assert_eq!(
+        failed(&findings),
+        [
+            ("MX coverage", "MXNotCovered"),
+            ("SMTP TLS", "LookupFailed")
+        ]
+    );
     assert!(findings.iter().any(|f| {
         f["message"]
             .as_str()
@@ -245,7 +321,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
         env,
         &format!("update add _mta-sts.{domain}. 300 TXT \"v=STSv1; id=second\"\n"),
     );
-    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert!(!ok);
     assert_eq!(failed(&findings), [("MTA-STS", "MultipleRecords")]);
     nsupdate(
@@ -258,7 +334,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
         env,
         &format!("update add {domain}. 300 TXT \"v=spf1 -all\"\n"),
     );
-    let (ok, findings) = check(env, &domain, port, &pki, None);
+    let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, None);
     assert!(!ok);
     assert_eq!(failed(&findings), [("SPF", "MultipleRecords")]);
     nsupdate(
@@ -273,7 +349,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
             "update delete _dmarc.{domain}. TXT\nupdate add _dmarc.{domain}. 300 TXT \"v=DMARC1; p=none\"\n"
         ),
     );
-    let (_, findings) = check(env, &domain, port, &pki, Some(&expect));
+    let (_, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert_eq!(failed(&findings), [("DMARC", "Mismatch")]);
     std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
@@ -307,7 +383,7 @@ async fn policy_host_problems_are_named() {
         "{findings:#?}"
     );
 
-    // LF line ends: a warning, not a failure; a different mode: a mismatch.
+    // LF line ends: a warning, not a failure.
     let domain = format!("l{}.{}", random_suffix(), env.dns.zone);
     let expect = pki.dir.join("l.yaml");
     std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
@@ -321,7 +397,8 @@ async fn policy_host_problems_are_named() {
     )
     .await
     .port();
-    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    let smtp = Smtp::start("starttls", &pki.leaf(&format!("mx1.{domain}")));
+    let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert!(ok, "LF only is a warning: {:#?}", failed(&findings));
     assert!(findings.iter().any(
         |f| f["outcome"] == "warn" && f["message"].as_str().is_some_and(|m| m.contains("CRLF"))
@@ -334,6 +411,71 @@ async fn policy_host_problems_are_named() {
     assert!(
         failed(&findings).contains(&("MTA-STS policy", "Unreachable")),
         "{findings:#?}"
+    );
+    std::fs::remove_dir_all(&pki.dir).ok();
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_starttls_problems_are_named() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "checksmtp").await;
+    let pki = Pki::new();
+    let domain = format!("s{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join("s.yaml");
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect);
+    let https = pki.leaf(&format!("mta-sts.{domain}"));
+    let port = serve(&client, ns.name(), &domain, &policy, https)
+        .await
+        .port();
+    let smtp_finding = |findings: &[serde_json::Value]| {
+        let f = findings
+            .iter()
+            .find(|f| f["check"] == "SMTP TLS")
+            .expect("an SMTP finding");
+        let text = |k: &str| f[k].as_str().unwrap_or("").to_owned();
+        (text("outcome"), text("reason"))
+    };
+    let good = pki.leaf(&format!("mx1.{domain}"));
+    let wrong = pki.leaf("mx.wrong.example");
+    let variants = [
+        ("starttls", &good, "pass", "STARTTLS"),
+        ("plain", &good, "fail", "NoSTARTTLS"),
+        // aiosmtpd (Python's ssl) hangs up without a protocol_version alert.
+        ("tls10", &good, "fail", "TLSHandshakeFailed"),
+        ("starttls", &wrong, "fail", "CertificateInvalid"),
+    ];
+    for (mode, tls, outcome, reason) in variants {
+        let smtp = Smtp::start(mode, tls);
+        let (ok, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
+        assert_eq!(
+            smtp_finding(&findings),
+            (outcome.to_owned(), reason.to_owned()),
+            "{mode}: {findings:#?}"
+        );
+        assert_eq!(
+            ok,
+            outcome == "pass",
+            "{mode}: the exit status follows the findings"
+        );
+        if mode == "tls10" {
+            let f = findings
+                .iter()
+                .find(|f| f["check"] == "SMTP TLS")
+                .expect("finding");
+            assert!(
+                f["message"].as_str().is_some_and(|m| m.contains("TLS 1.2")),
+                "{f}"
+            );
+        }
+    }
+    // Nothing listens on the SMTP port: refused, a failure of the host.
+    let (_, findings) = check_smtp(env, &domain, port, free_addr().port(), &pki, Some(&expect));
+    assert_eq!(
+        smtp_finding(&findings),
+        ("fail".to_owned(), "ConnectionRefused".to_owned())
     );
     std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;

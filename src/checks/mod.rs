@@ -4,3 +4,4 @@
 pub mod dns;
 pub mod policy;
 pub mod run;
+pub mod smtp;

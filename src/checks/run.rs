@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::dns::Dns;
 use super::policy::{self, FetchError};
+use super::smtp;
 use crate::controller::build::Desired;
 use crate::domain::bimi::BimiRecord;
 use crate::domain::dkim::DkimRecord;
@@ -45,6 +46,8 @@ type Parser = fn(&str) -> Result<(), String>;
 pub struct Options {
     pub resolver: SocketAddr,
     pub https_port: u16,
+    /// Port of the MX hosts' SMTP service (25; tests use another).
+    pub smtp_port: u16,
     pub roots: Arc<RootCertStore>,
     pub timeout: Duration,
 }
@@ -104,6 +107,7 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
         if let Some(policy) = patterns.filter(|p| p.mode != Mode::None) {
             findings.push(mx_coverage(&dns, domain, &policy).await);
         }
+        findings.extend(smtp_tls(&dns, domain, options).await);
     }
     let kinds: [(RecordKind, &str, Parser); 3] = [
         (RecordKind::TlsRpt, "_smtp._tls.", |v| {
@@ -325,6 +329,67 @@ fn list(p: &Policy) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Each MX host must offer STARTTLS with TLS 1.2+ and a certificate valid for its name. A
+/// connect timeout is a warning: port 25 is often blocked where a check runs.
+async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
+    let check = "SMTP TLS";
+    let hosts = match dns.mx(domain).await {
+        Ok(h) => h,
+        Err(e) => {
+            return vec![finding(
+                check,
+                domain,
+                Outcome::Fail,
+                "LookupFailed",
+                e.to_string(),
+            )];
+        }
+    };
+    let mut findings = Vec::new();
+    for (_, host) in hosts {
+        let addrs = match dns.addresses(&host).await {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => {
+                findings.push(finding(
+                    check,
+                    &host,
+                    Outcome::Fail,
+                    "NoAddress",
+                    format!("{host} has no address"),
+                ));
+                continue;
+            }
+            Err(e) => {
+                findings.push(finding(
+                    check,
+                    &host,
+                    Outcome::Fail,
+                    "LookupFailed",
+                    e.to_string(),
+                ));
+                continue;
+            }
+        };
+        let addr = SocketAddr::new(addrs[0], options.smtp_port);
+        findings.push(
+            match smtp::probe(&host, addr, options.roots.clone(), options.timeout).await {
+                Ok(s) => finding(
+                    check,
+                    &host,
+                    Outcome::Pass,
+                    "STARTTLS",
+                    format!("STARTTLS with {}, certificate valid for {host}", s.version),
+                ),
+                Err(e @ smtp::SmtpError::ConnectTimeout(_)) => {
+                    finding(check, &host, Outcome::Warn, e.reason(), e.to_string())
+                }
+                Err(e) => finding(check, &host, Outcome::Fail, e.reason(), e.to_string()),
+            },
+        );
+    }
+    findings
 }
 
 /// Every MX host must match a pattern of the policy, or senders in enforce mode refuse it.

@@ -28,6 +28,9 @@ pub struct CheckArgs {
     /// Port of the HTTPS policy host (tests use another).
     #[arg(long, default_value_t = 443)]
     https_port: u16,
+    /// Port of the MX hosts' SMTP service (tests use another).
+    #[arg(long, default_value_t = 25)]
+    smtp_port: u16,
     /// Seconds each network step may take.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -66,6 +69,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let options = Options {
         resolver: args.resolver,
         https_port: args.https_port,
+        smtp_port: args.smtp_port,
         roots: roots(extra.as_deref())?,
         timeout: Duration::from_secs(args.timeout),
     };
