@@ -283,6 +283,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
             "SMTP TLS",
             "TLS-RPT",
             "SPF",
+            "SPF lookups",
             "DMARC"
         ]
     );
@@ -479,4 +480,59 @@ async fn smtp_starttls_problems_are_named() {
     );
     std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_limits_are_counted_across_includes() {
+    let Some(env) = support::env() else { return };
+    let pki = Pki::new();
+    let d = format!("p{}.{}", random_suffix(), env.dns.zone);
+    let spf_of = |findings: &[serde_json::Value]| {
+        let f = findings
+            .iter()
+            .find(|f| f["check"] == "SPF lookups")
+            .expect("an SPF lookups finding");
+        (
+            f["reason"].as_str().unwrap_or("").to_owned(),
+            f["message"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    // 4 at the apex + 4 in i1 + 3 in i2 = 11 terms that query DNS.
+    nsupdate(
+        env,
+        &format!(
+            "update add {d}. 300 TXT \"v=spf1 mx include:i1.{d} include:i2.{d} a -all\"\n\
+             update add i1.{d}. 300 TXT \"v=spf1 a mx a:x.{d} exists:x.{d} -all\"\n\
+             update add i2.{d}. 300 TXT \"v=spf1 a mx ptr ip4:192.0.2.1 -all\"\n\
+             update add x.{d}. 300 A 192.0.2.7\n"
+        ),
+    );
+    let (ok, findings) = check(env, &d, free_addr().port(), &pki, None);
+    assert!(!ok);
+    let (reason, message) = spf_of(&findings);
+    assert_eq!(reason, "TooManyLookups", "{message}");
+    assert!(message.starts_with("11 DNS-querying terms"), "{message}");
+
+    // Three names that answer nothing: over the void limit of 2.
+    let v = format!("v{}.{}", random_suffix(), env.dns.zone);
+    nsupdate(
+        env,
+        &format!("update add {v}. 300 TXT \"v=spf1 a:n1.{v} a:n2.{v} a:n3.{v} -all\"\n"),
+    );
+    let (_, findings) = check(env, &v, free_addr().port(), &pki, None);
+    let (reason, message) = spf_of(&findings);
+    assert_eq!(reason, "TooManyVoidLookups", "{message}");
+    assert!(message.contains(&format!("n3.{v}")), "{message}");
+
+    // An include that has no SPF record.
+    let b = format!("i{}.{}", random_suffix(), env.dns.zone);
+    nsupdate(
+        env,
+        &format!(
+            "update add {b}. 300 TXT \"v=spf1 include:none.{b} -all\"\nupdate add none.{b}. 300 TXT \"hello\"\n"
+        ),
+    );
+    let (_, findings) = check(env, &b, free_addr().port(), &pki, None);
+    assert_eq!(spf_of(&findings).0, "BrokenInclude");
+    std::fs::remove_dir_all(&pki.dir).ok();
 }

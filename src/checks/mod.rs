@@ -5,3 +5,4 @@ pub mod dns;
 pub mod policy;
 pub mod run;
 pub mod smtp;
+pub mod spf;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::dns::Dns;
 use super::policy::{self, FetchError};
 use super::smtp;
+use super::spf;
 use crate::controller::build::Desired;
 use crate::domain::bimi::BimiRecord;
 use crate::domain::dkim::DkimRecord;
@@ -124,16 +125,22 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
     ];
     for (kind, prefix, parse) in kinds {
         if wants(kind) {
-            findings.push(
-                txt_record(
-                    &dns,
-                    &format!("{prefix}{domain}"),
-                    kind,
-                    expected(kind).map(|r| r.value.as_str()),
-                    parse,
-                )
-                .await,
-            );
+            let name = format!("{prefix}{domain}");
+            let f = txt_record(
+                &dns,
+                &name,
+                kind,
+                expected(kind).map(|r| r.value.as_str()),
+                parse,
+            )
+            .await;
+            let published = (f.outcome == Outcome::Pass)
+                .then(|| SpfRecord::parse(&f.message).ok())
+                .flatten();
+            findings.push(f);
+            if let Some(record) = published.filter(|_| kind == RecordKind::Spf) {
+                findings.push(spf_limits(&dns, &name, &record).await);
+            }
         }
     }
     for record in expect
@@ -329,6 +336,46 @@ fn list(p: &Policy) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The SPF tree within the limits receivers enforce.
+async fn spf_limits(dns: &Dns, name: &str, record: &SpfRecord) -> Finding {
+    let check = "SPF lookups";
+    let cost = spf::cost(dns, record).await;
+    let void = if cost.void_names.is_empty() {
+        String::new()
+    } else {
+        format!(" (nothing at {})", cost.void_names.join(", "))
+    };
+    if cost.lookups > crate::domain::spf::LOOKUP_LIMIT {
+        let message = format!(
+            "{} DNS-querying terms across includes; receivers fail SPF above 10 (RFC 7208 §4.6.4)",
+            cost.lookups
+        );
+        finding(check, name, Outcome::Fail, "TooManyLookups", message)
+    } else if cost.void > spf::VOID_LIMIT {
+        let message = format!(
+            "{} lookups answered nothing{void}; receivers fail SPF above 2 (RFC 7208 §4.6.4)",
+            cost.void
+        );
+        finding(check, name, Outcome::Fail, "TooManyVoidLookups", message)
+    } else if !cost.problems.is_empty() {
+        finding(
+            check,
+            name,
+            Outcome::Fail,
+            "BrokenInclude",
+            cost.problems.join("; "),
+        )
+    } else {
+        finding(
+            check,
+            name,
+            Outcome::Pass,
+            "WithinLimits",
+            format!("{} of 10 lookups, {} void", cost.lookups, cost.void),
+        )
+    }
 }
 
 /// Each MX host must offer STARTTLS with TLS 1.2+ and a certificate valid for its name. A
