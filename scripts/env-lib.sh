@@ -97,3 +97,18 @@ pick_port() {
   done
   die "no free port found"
 }
+
+# Starts a daemon in its own session, stdio to its log file, without the lock's descriptor, and
+# records its PID (the shell that writes the pid file execs the daemon, so it is the daemon's).
+# The sourcing script defines fail_start.
+launch() {
+  local name=$1; shift
+  local pidfile="$STATE/pids/$name.pid"
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+    </dev/null >>"$STATE/logs/$name.log" 2>&1 9>&- &
+  local _
+  for _ in $(seq 1 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
+  fail_start "$name did not start"
+}

@@ -116,19 +116,6 @@ fail_start() {
   exit 1
 }
 
-# Starts a daemon in its own session, stdio to its log file, without the lock's descriptor;
-# records its PID (the PID of the daemon itself: the shell writing the pid file execs it).
-launch() {
-  local name=$1; shift
-  local pidfile="$STATE/pids/$name.pid"
-  rm -f "$pidfile"
-  # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
-    </dev/null >>"$STATE/logs/$name.log" 2>&1 9>&- &
-  local i
-  for i in $(seq 1 50); do [ -s "$pidfile" ] && return 0; sleep 0.1; done
-  fail_start "$name did not start"
-}
 
 # wait_for <component> <what> <command...>: polls until the command succeeds, bounded.
 wait_for() {
