@@ -9,6 +9,7 @@
 #   make integration     cargo test --all-targets against a fresh environment, then down
 #   make demo    environment + operator (serve, controller), examples/local/ applied, result shown
 #   make bench   time from applying a MailDomain to BIND answering it (BENCH_N=20 domains)
+#   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,7 +23,7 @@ TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)
 TEST_TIMEOUT ?= 1800
 
 .NOTPARALLEL:
-.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench
+.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench crds
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -67,3 +68,7 @@ BENCH_N ?= 20
 
 bench: tools
 	@scripts/bench-publish.sh $(BENCH_N)
+
+crds:
+	cargo run -q -- crd > crds/mailsec.io.yaml
+	cp crds/mailsec.io.yaml charts/mailsec-operator/files/crds.yaml
