@@ -344,6 +344,11 @@ async fn run_pass(
                 // Nothing watches Certificates (cert-manager may be absent): look again soon.
                 pass.requeue = pass.requeue.min(CERTIFICATE_POLL);
             }
+            // Objects with our names that are not ours are left alone; say so (the recorder
+            // folds repeats into one event series).
+            for conflict in h.iter().flat_map(|h| h.conflicts.iter()) {
+                publish_event(ctx, md, EventType::Warning, "PolicyHostConflict", conflict).await;
+            }
             pass.hosting = h;
         }
         Err(e) => {
