@@ -31,6 +31,16 @@ struct Operator {
 
 impl Operator {
     async fn start(env: &TestEnv, ns: &str, leader_election: bool, identity: &str) -> Operator {
+        Self::start_with_checks(env, ns, leader_election, identity, None).await
+    }
+
+    async fn start_with_checks(
+        env: &TestEnv,
+        ns: &str,
+        leader_election: bool,
+        identity: &str,
+        checks: Option<mailsec_operator::controller::verify::Settings>,
+    ) -> Operator {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info,mailsec_operator=debug")
             .with_test_writer()
@@ -56,6 +66,7 @@ impl Operator {
                     service_port: 80,
                     cluster_domain: "cluster.local".into(),
                 },
+                checks,
             },
             admin_addr: admin,
             leader_election,
@@ -843,5 +854,93 @@ async fn policy_host_ingress_and_certificate_readiness() {
         condition(&got, "CertificateReady").map(|c| (c.0, c.1)),
         Some(("True", "Ready"))
     );
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_checks_become_verified_conditions() {
+    use support::tls::{Pki, Smtp};
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "verify").await;
+    let domain = format!("v{}.{}", random_suffix(), env.dns.zone);
+    let pki = Pki::new();
+    // What senders reach: mta-sts.<domain> and mx1.<domain> on loopback, TLS from the test CA.
+    let seed = env.dns.nsupdate(
+        &format!("update add {domain}. 300 MX 10 mx1.{domain}.\nupdate add mx1.{domain}. 300 A 127.0.0.1\nupdate add mta-sts.{domain}. 300 A 127.0.0.1\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(seed.status.success());
+    let (https, https_admin) = (free_addr(), free_addr());
+    let tls = pki.leaf(&format!("mta-sts.{domain}"));
+    tokio::spawn(mailsec_operator::serve::run(
+        client.clone(),
+        https,
+        https_admin,
+        Some(tls),
+    ));
+    let smtp = Smtp::start("starttls", &pki.leaf(&format!("mx1.{domain}")));
+    let ca = std::fs::read(pki.dir.join("ca.pem")).expect("ca");
+    let settings = mailsec_operator::controller::verify::Settings {
+        options: mailsec_operator::checks::run::Options {
+            resolver: env.dns.server,
+            https_port: https.port(),
+            smtp_port: smtp.port,
+            roots: mailsec_operator::checks::policy::roots(Some(&ca)).expect("roots"),
+            timeout: Duration::from_secs(5),
+        },
+        interval: Duration::from_secs(2),
+        limit: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+    };
+    let _operator =
+        Operator::start_with_checks(env, ns.name(), false, "solo", Some(settings)).await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let verified = [
+        "MTASTSVerified",
+        "TLSRPTVerified",
+        "MXCovered",
+        "SMTPTLSVerified",
+        "SPFVerified",
+        "DMARCVerified",
+    ];
+    let md = wait_for(&api, "md", "every check verified", |m| {
+        ready(m)
+            && verified
+                .iter()
+                .all(|t| condition(m, t).is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    assert!(
+        condition(&md, "DKIMVerified").is_none(),
+        "no DKIM in the spec, no DKIM condition"
+    );
+    assert!(
+        md.status
+            .as_ref()
+            .and_then(|s| s.last_checked.clone())
+            .is_some()
+    );
+
+    // An MX the policy does not cover: found at the next check, and Ready says so.
+    let more = env.dns.nsupdate(
+        &format!("update add {domain}. 300 MX 20 mx9.other.example.\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(more.status.success());
+    let md = wait_for(&api, "md", "MXCovered False", |m| {
+        condition(m, "MXCovered").is_some_and(|c| c.1 == "MXNotCovered")
+    })
+    .await;
+    assert!(
+        condition(&md, "MXCovered")
+            .expect("c")
+            .2
+            .contains("mx9.other.example not covered")
+    );
+    assert_eq!(condition(&md, "Ready").map(|c| c.0), Some("False"));
+    drop(smtp);
+    std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
 }

@@ -408,6 +408,9 @@ pub struct MailDomainStatus {
     /// `mailsec.io/skip-withdrawal: "true"` to remove them at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdraw_until: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the live checks (the *Verified conditions) last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The records the operator manages, with their state in DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordStatus>,

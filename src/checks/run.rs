@@ -43,7 +43,7 @@ pub struct Finding {
 type Parser = fn(&str) -> Result<(), String>;
 
 /// How to look.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Options {
     pub resolver: SocketAddr,
     pub https_port: u16,

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use crate::controller::hosting::HostingConfig;
 use crate::controller::reconcile::Config;
 use crate::controller::run::{self, Options};
+use crate::controller::verify;
 use crate::serve::tls::Source;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -68,6 +69,26 @@ pub struct ControllerArgs {
     /// from other namespaces.
     #[arg(long, env = "MAILSEC_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// How often each MailDomain's live checks (the *Verified conditions) run, in seconds,
+    /// with a tenth of jitter; they also run right after a change.
+    #[arg(long, env = "MAILSEC_CHECK_INTERVAL", default_value_t = 600)]
+    check_interval: u64,
+    /// The DNS resolver the live checks ask, `ip:port` (e.g. the cluster DNS Service). The
+    /// checks, and the *Verified conditions, are off until it is set.
+    #[arg(long, env = "MAILSEC_CHECK_RESOLVER")]
+    check_resolver: Option<SocketAddr>,
+    /// How many checks may run at once.
+    #[arg(long, env = "MAILSEC_CHECK_CONCURRENCY", default_value_t = 8)]
+    check_concurrency: usize,
+    /// PEM file of CA certificates the checks trust besides the Web PKI roots.
+    #[arg(long, env = "MAILSEC_CHECK_CA_FILE")]
+    check_ca_file: Option<std::path::PathBuf>,
+    /// Port of the policy hosts the checks fetch from (tests use another).
+    #[arg(long, default_value_t = 443)]
+    check_https_port: u16,
+    /// Port of the MX hosts the checks probe (tests use another).
+    #[arg(long, default_value_t = 25)]
+    check_smtp_port: u16,
     /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
@@ -125,6 +146,27 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
         .identity
         .clone()
         .unwrap_or_else(|| format!("mailsec-{}", std::process::id()));
+    let checks = if let Some(resolver) = args.check_resolver.filter(|_| args.check_interval > 0) {
+        let extra = args
+            .check_ca_file
+            .as_ref()
+            .map(std::fs::read)
+            .transpose()
+            .map_err(|e| format!("--check-ca-file: {e}"))?;
+        Some(verify::Settings {
+            options: crate::checks::run::Options {
+                resolver,
+                https_port: args.check_https_port,
+                smtp_port: args.check_smtp_port,
+                roots: crate::checks::policy::roots(extra.as_deref())?,
+                timeout: std::time::Duration::from_secs(10),
+            },
+            interval: std::time::Duration::from_secs(args.check_interval),
+            limit: std::sync::Arc::new(tokio::sync::Semaphore::new(args.check_concurrency.max(1))),
+        })
+    } else {
+        None
+    };
     let options = Options {
         config: Config {
             owner_id: args.owner_id,
@@ -138,6 +180,7 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
             },
             operator_namespace: args.namespace,
             policy_server: args.policy_server_url,
+            checks,
         },
         admin_addr: args.admin_addr,
         leader_election: args.leader_election,

@@ -25,7 +25,7 @@ enum Command {
     /// Print the DNS records and MTA-STS policy that MailDomain documents describe.
     Render(render::RenderArgs),
     /// Run the controller: publish MailDomains' records and keep their status.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Run the public MTA-STS policy server.
     Serve(controller::ServeArgs),
     /// Check what the internet sees of a domain: DNS records, the served policy, MX coverage.
@@ -39,7 +39,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => crd::run(),
         Command::Render(args) => render::run(&args),
-        Command::Controller(args) => controller::controller(args),
+        Command::Controller(args) => controller::controller(*args),
         Command::Serve(args) => controller::serve(args),
         Command::Check(args) => check::run(args),
     };

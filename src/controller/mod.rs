@@ -9,3 +9,4 @@ pub mod provider;
 pub mod reconcile;
 pub mod run;
 pub mod validate;
+pub mod verify;

@@ -20,6 +20,7 @@ use super::error::Error;
 use super::hosting::{self, CERTIFICATE_READY, ConditionStatus, HostingConfig};
 use super::provider::{self, Target};
 use super::validate::{self, SecretData};
+use super::verify;
 use crate::api::{MailDomain, MailDomainStatus, RecordState, RecordStatus};
 use crate::dns::ownership::{Owner, marker_name};
 use crate::dns::plan::{self, Settings, State};
@@ -53,6 +54,8 @@ pub struct Config {
     pub policy_server: Option<url::Url>,
     /// Where the Ingresses created for `policyHost.ingress` send traffic.
     pub hosting: HostingConfig,
+    /// The live checks behind the *Verified conditions; `None` turns them off.
+    pub checks: Option<verify::Settings>,
 }
 
 /// Shared state of the reconciles.
@@ -195,6 +198,8 @@ struct Pass {
     done: bool,
     /// The policy host objects; `None` when the spec asks for none.
     hosting: Option<hosting::Hosting>,
+    /// Whether this pass wrote DNS or handed a new policy to the policy servers.
+    changed: bool,
 }
 
 enum DnsOutcome {
@@ -222,6 +227,28 @@ async fn reconcile_domain(
     let mut status = md.status.clone().unwrap_or_default();
     let generation = md.metadata.generation;
     let pass = run_pass(md, ctx, &mut status, deleting).await;
+    let mut action = Action::requeue(pass.requeue);
+    if let (Some(settings), false, Ok(_)) = (&ctx.config.checks, deleting, &pass.dns) {
+        let next = verify::jittered(settings.interval, &md.uid().unwrap_or_default());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let due = pass.changed
+            || status.observed_generation != generation
+            || status
+                .last_checked
+                .as_ref()
+                .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= next);
+        if due && let Ok(domain) = DomainName::parse(&md.spec.domain) {
+            let desired = prepare(md, ctx, false).await.ok().map(|p| p.desired);
+            // Bounded concurrency: a permit per running check, across all MailDomains.
+            let _permit = settings.limit.acquire().await;
+            let findings =
+                crate::checks::run::check(domain.as_str(), desired.as_ref(), &settings.options)
+                    .await;
+            verify::apply(&mut status.conditions, &findings, generation);
+            status.last_checked = Some(Time(now));
+        }
+        action = Action::requeue(pass.requeue.min(next));
+    }
     set_conditions(&mut status, &pass, generation);
     status.records = pass.records.clone();
     status.policy_id = pass.policy_id.clone();
@@ -233,7 +260,7 @@ async fn reconcile_domain(
             Err(e)
         }
         Ok(_) => Ok(Outcome {
-            action: Action::requeue(pass.requeue),
+            action,
             done: pass.done,
             resource_version: written.or_else(|| md.resource_version()),
         }),
@@ -254,6 +281,7 @@ async fn run_pass(
         requeue: RESYNC,
         done: false,
         hosting: None,
+        changed: false,
     };
     // Dereference and validate. Nothing is written to DNS unless all of it succeeds.
     let prepared = match prepare(md, ctx, deleting).await {
@@ -293,7 +321,9 @@ async fn run_pass(
     }
     match &sts {
         Sts::Publish(policy) => {
+            let before = status.served_policy.clone();
             let served = ensure_served(md, ctx, status, policy).await;
+            pass.changed |= status.served_policy != before;
             let id = if served.is_ok() {
                 Some(policy.id.to_string())
             } else {
@@ -397,6 +427,7 @@ async fn run_pass(
     };
     let plan = plan::plan(&records, &retired, &current, &settings);
     if !plan.operations.is_empty() {
+        pass.changed = true;
         if let Err(e) = target.provider.apply(&target.zone, &plan.operations).await {
             ctx.metrics.dns(target.provider.kind(), e.category(), 0);
             pass.dns = Err(e.into());
@@ -746,7 +777,10 @@ fn set_conditions(status: &mut MailDomainStatus, pass: &Pass, generation: Option
             cert.status == ConditionStatus::True
         }
     };
-    if dns_ok && hosted_ok && cert_ok {
+    let verified_ok = !c
+        .iter()
+        .any(|x| verify::is_verification(&x.type_) && x.status == "False");
+    if dns_ok && hosted_ok && cert_ok && verified_ok {
         conditions::set(
             c,
             READY,
@@ -777,6 +811,7 @@ async fn write_status(
         && old.policy_id == status.policy_id
         && old.served_policy == status.served_policy
         && old.withdraw_until == status.withdraw_until
+        && old.last_checked == status.last_checked
         && old.records == status.records
         && conditions::same(&old.conditions, &status.conditions);
     if unchanged {

@@ -19,6 +19,8 @@
 //! Only `kube`, `k8s-openapi`, `tokio`, `serde_json` and std are used.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
