@@ -18,7 +18,8 @@ MAKEFLAGS += --no-print-directory
 
 # `make test` uses an environment of its own (and always takes it down), so an environment
 # started with `make up` survives a test run.
-TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)
+# One per checkout, so test runs of two clones on one machine do not share (and stop) it.
+TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)-$$(pwd | cksum | cut -d" " -f1)
 # Upper bound for `cargo test` (seconds), so a hung test cannot hang CI.
 TEST_TIMEOUT ?= 1800
 
