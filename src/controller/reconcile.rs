@@ -229,7 +229,18 @@ async fn reconcile_domain(
     let pass = run_pass(md, ctx, &mut status, deleting).await;
     let mut action = Action::requeue(pass.requeue);
     if let (Some(settings), false, Ok(_)) = (&ctx.config.checks, deleting, &pass.dns) {
-        let next = verify::jittered(settings.interval, &md.uid().unwrap_or_default());
+        // A failing check is retried sooner: right after a change, resolvers may still serve
+        // what they cached before it.
+        let failing = status
+            .conditions
+            .iter()
+            .any(|c| verify::is_verification(&c.type_) && c.status == "False");
+        let interval = if failing {
+            settings.interval.min(verify::RETRY)
+        } else {
+            settings.interval
+        };
+        let next = verify::jittered(interval, &md.uid().unwrap_or_default());
         let now = k8s_openapi::jiff::Timestamp::now();
         let due = pass.changed
             || status.observed_generation != generation

@@ -19,6 +19,9 @@ pub struct Settings {
     pub limit: Arc<tokio::sync::Semaphore>,
 }
 
+/// How soon a failing check runs again.
+pub const RETRY: Duration = Duration::from_secs(60);
+
 /// Each condition and the checks it summarises.
 pub const GROUPS: [(&str, &[&str]); 7] = [
     ("MTASTSVerified", &["MTA-STS", "MTA-STS policy"]),
