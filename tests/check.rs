@@ -263,7 +263,6 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
     );
     let (_, findings) = check_smtp(env, &domain, port, smtp.port, &pki, Some(&expect));
     assert_eq!(failed(&findings), [("DMARC", "Mismatch")]);
-    std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
 }
 
@@ -324,7 +323,6 @@ async fn policy_host_problems_are_named() {
         failed(&findings).contains(&("MTA-STS policy", "Unreachable")),
         "{findings:#?}"
     );
-    std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
 }
 
@@ -389,7 +387,6 @@ async fn smtp_starttls_problems_are_named() {
         smtp_finding(&findings),
         ("fail".to_owned(), "ConnectionRefused".to_owned())
     );
-    std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
 }
 
@@ -445,5 +442,4 @@ async fn spf_limits_are_counted_across_includes() {
     );
     let (_, findings) = check(env, &b, free_addr().port(), &pki, None);
     assert_eq!(spf_of(&findings).0, "BrokenInclude");
-    std::fs::remove_dir_all(&pki.dir).ok();
 }

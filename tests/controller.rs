@@ -941,6 +941,5 @@ async fn live_checks_become_verified_conditions() {
     );
     assert_eq!(condition(&md, "Ready").map(|c| c.0), Some("False"));
     drop(smtp);
-    std::fs::remove_dir_all(&pki.dir).ok();
     ns.delete(&client).await;
 }

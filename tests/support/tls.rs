@@ -22,6 +22,12 @@ pub struct Pki {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let dir = std::env::temp_dir().join(format!("mailsec-check-{}", random_suffix()));
