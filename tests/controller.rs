@@ -857,15 +857,19 @@ async fn policy_host_ingress_and_certificate_readiness() {
     ns.delete(&client).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn live_checks_become_verified_conditions() {
+/// What the live checks need for `domain`: mta-sts and mx1 on loopback in DNS, `mailsec serve`
+/// over TLS and aiosmtpd with certificates from a test CA, and check settings pointing at them.
+async fn live_check_setup(
+    env: &TestEnv,
+    client: &Client,
+    domain: &str,
+) -> (
+    support::tls::Pki,
+    support::tls::Smtp,
+    mailsec_operator::controller::verify::Settings,
+) {
     use support::tls::{Pki, Smtp};
-    let Some(env) = support::env() else { return };
-    let client = env.client().await;
-    let ns = env.namespace(&client, "verify").await;
-    let domain = format!("v{}.{}", random_suffix(), env.dns.zone);
     let pki = Pki::new();
-    // What senders reach: mta-sts.<domain> and mx1.<domain> on loopback, TLS from the test CA.
     let seed = env.dns.nsupdate(
         &format!("update add {domain}. 300 MX 10 mx1.{domain}.\nupdate add mx1.{domain}. 300 A 127.0.0.1\nupdate add mta-sts.{domain}. 300 A 127.0.0.1\nsend\n"),
         &env.dns.tsig_secret,
@@ -892,6 +896,16 @@ async fn live_checks_become_verified_conditions() {
         interval: Duration::from_secs(2),
         limit: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
     };
+    (pki, smtp, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_checks_become_verified_conditions() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "verify").await;
+    let domain = format!("v{}.{}", random_suffix(), env.dns.zone);
+    let (_pki, _smtp, settings) = live_check_setup(env, &client, &domain).await;
     let _operator =
         Operator::start_with_checks(env, ns.name(), false, "solo", Some(settings)).await;
     provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
@@ -917,6 +931,10 @@ async fn live_checks_become_verified_conditions() {
         "no DKIM in the spec, no DKIM condition"
     );
     assert!(
+        condition(&md, "Enforced").is_none(),
+        "testing asked for, nothing held"
+    );
+    assert!(
         md.status
             .as_ref()
             .and_then(|s| s.last_checked.clone())
@@ -940,6 +958,58 @@ async fn live_checks_become_verified_conditions() {
             .contains("mx9.other.example not covered")
     );
     assert_eq!(condition(&md, "Ready").map(|c| c.0), Some("False"));
-    drop(smtp);
+    ns.delete(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enforce_waits_until_every_mx_passes() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "enforce").await;
+    let domain = format!("e{}.{}", random_suffix(), env.dns.zone);
+    let (_pki, _smtp, settings) = live_check_setup(env, &client, &domain).await;
+    // A second MX outside the policy: enforce would make senders refuse to deliver to it.
+    let extra = env.dns.nsupdate(
+        &format!("update add {domain}. 300 MX 20 mx9.other.example.\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(extra.status.success());
+    let operator = Operator::start_with_checks(env, ns.name(), false, "solo", Some(settings)).await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "enforce")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "enforce held", |m| {
+        condition(m, "Enforced").is_some_and(|c| c.1 == "HeldInTesting")
+            && condition(m, "MXCovered").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    assert!(
+        condition(&md, "Enforced")
+            .expect("c")
+            .2
+            .contains("MXCovered"),
+        "the blocker is named"
+    );
+    assert_eq!(
+        operator.policy(&domain).await,
+        (200, expected_policy("testing", &domain))
+    );
+
+    // The MX is fixed: the next check passes and enforce is published by itself.
+    let fix = env.dns.nsupdate(
+        &format!("update delete {domain}. MX 20 mx9.other.example.\nsend\n"),
+        &env.dns.tsig_secret,
+    );
+    assert!(fix.status.success());
+    let md = wait_for(&api, "md", "enforced", |m| {
+        condition(m, "Enforced").is_some_and(|c| c.0 == "True") && ready(m)
+    })
+    .await;
+    assert_eq!(
+        operator.policy(&domain).await,
+        (200, expected_policy("enforce", &domain))
+    );
+    let id = md.status.and_then(|s| s.policy_id).expect("id");
+    assert_eq!(sts_id(&txt(env, &format!("_mta-sts.{domain}"))), Some(id));
     ns.delete(&client).await;
 }

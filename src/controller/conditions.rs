@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 pub const DNS_PUBLISHED: &str = "DNSPublished";
 pub const POLICY_HOSTED: &str = "PolicyHosted";
+/// With `enforce` asked for: whether it is published or held in testing (safe enforce).
+pub const ENFORCED: &str = "Enforced";
 
 /// Sets a condition in `conditions`, keeping its transition time when the status is unchanged.
 pub fn set(

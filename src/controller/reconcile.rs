@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
 use super::build::{self, PolicyFile};
-use super::conditions::{self, DNS_PUBLISHED, POLICY_HOSTED, READY};
+use super::conditions::{self, DNS_PUBLISHED, ENFORCED, POLICY_HOSTED, READY};
 use super::error::Error;
 use super::hosting::{self, CERTIFICATE_READY, ConditionStatus, HostingConfig};
 use super::provider::{self, Target};
@@ -31,6 +31,8 @@ use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "mailsec.io/cleanup";
 pub const FIELD_MANAGER: &str = "mailsec-operator";
+/// Annotation that publishes `enforce` without waiting for the live checks.
+pub const FORCE_ENFORCE: &str = "mailsec.io/force-enforce";
 /// Annotation that skips the wait with a `mode: none` policy when MTA-STS is withdrawn.
 pub const SKIP_WITHDRAWAL: &str = "mailsec.io/skip-withdrawal";
 /// max_age of the `mode: none` policy published while withdrawing (RFC 8461 §8.3 suggests short).
@@ -200,6 +202,10 @@ struct Pass {
     hosting: Option<hosting::Hosting>,
     /// Whether this pass wrote DNS or handed a new policy to the policy servers.
     changed: bool,
+    /// With `enforce` asked for and checks on: `Ok` when enforced, `Err(why)` when held.
+    enforce: Option<Result<(), String>>,
+    /// What this pass published, for the live checks to compare with.
+    desired: Option<build::Desired>,
 }
 
 enum DnsOutcome {
@@ -249,12 +255,14 @@ async fn reconcile_domain(
                 .as_ref()
                 .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= next);
         if due && let Ok(domain) = DomainName::parse(&md.spec.domain) {
-            let desired = prepare(md, ctx, false).await.ok().map(|p| p.desired);
             // Bounded concurrency: a permit per running check, across all MailDomains.
             let _permit = settings.limit.acquire().await;
-            let findings =
-                crate::checks::run::check(domain.as_str(), desired.as_ref(), &settings.options)
-                    .await;
+            let findings = crate::checks::run::check(
+                domain.as_str(),
+                pass.desired.as_ref(),
+                &settings.options,
+            )
+            .await;
             verify::apply(&mut status.conditions, &findings, generation);
             status.last_checked = Some(Time(now));
         }
@@ -293,6 +301,8 @@ async fn run_pass(
         done: false,
         hosting: None,
         changed: false,
+        enforce: None,
+        desired: None,
     };
     // Dereference and validate. Nothing is written to DNS unless all of it succeeds.
     let prepared = match prepare(md, ctx, deleting).await {
@@ -302,7 +312,13 @@ async fn run_pass(
             return pass;
         }
     };
-    let Prepared { desired, target } = prepared;
+    let Prepared {
+        mut desired,
+        target,
+    } = prepared;
+    if ctx.config.checks.is_some() {
+        pass.enforce = hold_enforce(md, status, &mut desired);
+    }
     let now = k8s_openapi::jiff::Timestamp::now();
     let skip_wait = md
         .annotations()
@@ -490,6 +506,7 @@ async fn run_pass(
         .and_then(|r| StsRecord::parse(&r.value).ok())
         .map(|r| r.id.to_string());
     pass.done = deleting && matches!(sts, Sts::Off) && pass.records.is_empty();
+    pass.desired = Some(desired);
     pass.dns = Ok(if !conflicts.is_empty() {
         DnsOutcome::Conflicts(conflicts)
     } else if manual {
@@ -527,6 +544,48 @@ async fn prepare(md: &MailDomain, ctx: &Context, deleting: bool) -> Result<Prepa
     }
     let target = provider::dereference(md, ctx, &desired.domain).await?;
     Ok(Prepared { desired, target })
+}
+
+/// Safe enforce: `enforce` is published only once the live checks show every MX covered and
+/// offering valid STARTTLS; until then the policy stays `testing`, so no mail is refused.
+/// The annotation `mailsec.io/force-enforce: "true"` skips the wait.
+fn hold_enforce(
+    md: &MailDomain,
+    status: &MailDomainStatus,
+    desired: &mut build::Desired,
+) -> Option<Result<(), String>> {
+    let policy = desired.policy.as_ref()?;
+    let parsed = Policy::parse(&policy.text).ok()?.value;
+    if parsed.mode != Mode::Enforce {
+        return None;
+    }
+    if md
+        .annotations()
+        .get(FORCE_ENFORCE)
+        .is_some_and(|v| v == "true")
+    {
+        return Some(Ok(()));
+    }
+    let blockers: Vec<String> = ["MXCovered", "SMTPTLSVerified"]
+        .iter()
+        .filter_map(|t| match status.conditions.iter().find(|c| c.type_ == *t) {
+            Some(c) if c.status == "True" => None,
+            Some(c) => Some(format!("{t} is {} ({}): {}", c.status, c.reason, c.message)),
+            None => Some(format!("{t} has not been checked yet")),
+        })
+        .collect();
+    if blockers.is_empty() {
+        return Some(Ok(()));
+    }
+    let testing = Policy {
+        mode: Mode::Testing,
+        ..parsed
+    };
+    desired.policy = Some(build::PolicyFile {
+        text: testing.render(),
+        id: testing.id(),
+    });
+    Some(Err(blockers.join("; ")))
 }
 
 /// Two MailDomains for one domain: the older one wins, the other writes nothing.
@@ -788,6 +847,27 @@ fn set_conditions(status: &mut MailDomainStatus, pass: &Pass, generation: Option
             cert.status == ConditionStatus::True
         }
     };
+    match &pass.enforce {
+        None => c.retain(|x| x.type_ != ENFORCED),
+        Some(Ok(())) => conditions::set(
+            c,
+            ENFORCED,
+            true,
+            "Enforced",
+            "the policy is published in enforce mode",
+            generation,
+        ),
+        Some(Err(why)) => conditions::set(
+            c,
+            ENFORCED,
+            false,
+            "HeldInTesting",
+            format!(
+                "enforce is held back, the policy stays in testing until: {why} (annotate {FORCE_ENFORCE}: \"true\" to enforce anyway)"
+            ),
+            generation,
+        ),
+    }
     let verified_ok = !c
         .iter()
         .any(|x| verify::is_verification(&x.type_) && x.status == "False");
