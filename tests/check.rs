@@ -6,7 +6,6 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
@@ -88,14 +87,7 @@ async fn serve(
         admin,
         Some(tls),
     ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("http://{admin}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_ready(admin).await;
     listen
 }
 

@@ -54,7 +54,7 @@ impl Operator {
             None,
         ));
         let http = reqwest::Client::new();
-        wait_ready(&http, serve_admin).await;
+        support::wait_ready(serve_admin).await;
         let options = Options {
             config: Config {
                 owner_id: "test".into(),
@@ -118,22 +118,6 @@ impl Operator {
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = http
-            .get(format!("http://{admin}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{admin} never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls the MailDomain until `check` holds (30 s at most).
 async fn wait_for(
     api: &Api<MailDomain>,
@@ -156,29 +140,6 @@ async fn wait_for(
         } else if Instant::now() > deadline {
             panic!("timed out waiting for {what}; the MailDomain is gone");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Annotates the MailDomain to skip the MTA-STS withdrawal wait, deletes it (unless a deletion
-/// is already under way) and waits until the finalizer has let it go.
-async fn delete_skipping_withdrawal(api: &Api<MailDomain>, name: &str, already_deleting: bool) {
-    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
-        "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
-    api.patch(name, &PatchParams::apply("skipper"), &Patch::Apply(&skip))
-        .await
-        .expect("annotate");
-    if !already_deleting {
-        api.delete(name, &DeleteParams::default())
-            .await
-            .expect("delete");
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.get_opt(name).await.expect("get").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the finalizer never let {name} go"
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -371,7 +332,7 @@ async fn publishes_serves_updates_in_order_and_cleans_up() {
     assert_eq!(condition(&md, "PolicyHosted").map(|c| c.1), Some("Served"));
 
     // Delete, skipping the withdrawal wait: our records and markers go, the foreign value stays.
-    delete_skipping_withdrawal(&api, "md", false).await;
+    support::delete_skipping_withdrawal(&api, "md", false).await;
     for name in [
         format!("_mta-sts.{domain}"),
         format!("_smtp._tls.{domain}"),
@@ -543,7 +504,7 @@ async fn deleting_withdraws_mta_sts_with_mode_none_first() {
         "withdrawal lasts the enforce policy's max_age, not {wait} s"
     );
 
-    delete_skipping_withdrawal(&api, "md", true).await;
+    support::delete_skipping_withdrawal(&api, "md", true).await;
     assert!(txt(env, &format!("_mta-sts.{domain}")).is_empty());
     ns.delete(&client).await;
 }
@@ -736,7 +697,7 @@ async fn a_cluster_provider_limits_namespaces_and_zones() {
     .await;
     wait_for(&api, "md", "Ready when allowed", ready).await;
     assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
-    delete_skipping_withdrawal(&api, "md", false).await;
+    support::delete_skipping_withdrawal(&api, "md", false).await;
     cluster
         .delete(&name, &DeleteParams::default())
         .await

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::Kubeconfig;
 use mailsec_operator::api::MailDomain;
 use serde_json::{Value, json};
@@ -1236,33 +1236,6 @@ fn txt(env: &TestEnv, name: &str) -> Vec<String> {
     values
 }
 
-/// Deletes a MailDomain (skipping the MTA-STS withdrawal wait) and waits until the controller
-/// has removed its records and its finalizer.
-async fn delete_md(api: &Api<MailDomain>, name: &str) {
-    let skip = json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
-        "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
-    // A field manager of its own: applied by the manager that created the MailDomain, this
-    // would drop the spec.
-    api.patch(
-        name,
-        &PatchParams::apply("helm-test-skip"),
-        &Patch::Apply(&skip),
-    )
-    .await
-    .expect("annotate");
-    api.delete(name, &DeleteParams::default())
-        .await
-        .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.get_opt(name).await.expect("get").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "{name}: the controller never removed its finalizer"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_charts_rbac_is_enough_for_controller_and_serve() {
     let Some(env) = support::env() else { return };
@@ -1570,7 +1543,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
 
     // Deleting works too (the finalizer is the controller's to remove), and removes the records.
     for (_, _, name) in &examples {
-        delete_md(&api, name).await;
+        support::delete_skipping_withdrawal(&api, name, false).await;
     }
     assert!(txt(env, &format!("_dmarc.e0.{base}")).is_empty());
     controller.assert_running();

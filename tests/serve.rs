@@ -40,17 +40,6 @@ async fn maildomain_with_policy(client: &kube::Client, ns: &str, domain: &str) {
         .expect("status");
 }
 
-async fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("http://{admin}/readyz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// One raw HTTP/1.1 exchange, so nothing is normalised on the client side.
 async fn raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
@@ -82,7 +71,7 @@ async fn serves_the_policy_by_host_exactly() {
         admin,
         None,
     ));
-    wait_ready(admin).await;
+    support::wait_ready(admin).await;
     let get = |method: &'static str, path: &'static str, host: String| async move {
         raw(
             tokio::net::TcpStream::connect(listen)
@@ -203,7 +192,7 @@ async fn terminates_tls_with_a_certificate_clients_verify() {
             key: key_path,
         }),
     ));
-    wait_ready(admin).await;
+    support::wait_ready(admin).await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_cert.der().clone()).expect("root");

@@ -39,6 +39,9 @@ pub struct Finding {
     pub message: String,
 }
 
+/// The MX hosts of the domain, by preference, or why they could not be looked up.
+type MxAnswer = Result<Vec<(u16, String)>, super::dns::LookupError>;
+
 /// A strict parser of one record kind, for `txt_record`.
 type Parser = fn(&str) -> Result<(), String>;
 
@@ -105,10 +108,12 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
                 .and_then(|d| d.policy.as_ref())
                 .and_then(|p| Policy::parse(&p.text).ok().map(|p| p.value))
         });
+        // One MX lookup serves both the coverage and the STARTTLS checks.
+        let mx = dns.mx(domain).await;
         if let Some(policy) = patterns.filter(|p| p.mode != Mode::None) {
-            findings.push(mx_coverage(&dns, domain, &policy).await);
+            findings.push(mx_coverage(domain, &mx, &policy));
         }
-        findings.extend(smtp_tls(&dns, domain, options).await);
+        findings.extend(smtp_tls(&dns, domain, &mx, options).await);
     }
     let kinds: [(RecordKind, &str, Parser); 3] = [
         (RecordKind::TlsRpt, "_smtp._tls.", |v| {
@@ -380,9 +385,9 @@ async fn spf_limits(dns: &Dns, name: &str, record: &SpfRecord) -> Finding {
 
 /// Each MX host must offer STARTTLS with TLS 1.2+ and a certificate valid for its name. A
 /// connect timeout is a warning: port 25 is often blocked where a check runs.
-async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
+async fn smtp_tls(dns: &Dns, domain: &str, mx: &MxAnswer, options: &Options) -> Vec<Finding> {
     let check = "SMTP TLS";
-    let hosts = match dns.mx(domain).await {
+    let hosts = match mx {
         Ok(h) => h,
         Err(e) => {
             return vec![finding(
@@ -396,12 +401,12 @@ async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
     };
     let mut findings = Vec::new();
     for (_, host) in hosts {
-        let addrs = match dns.addresses(&host).await {
+        let addrs = match dns.addresses(host).await {
             Ok(a) if !a.is_empty() => a,
             Ok(_) => {
                 findings.push(finding(
                     check,
-                    &host,
+                    host,
                     Outcome::Fail,
                     "NoAddress",
                     format!("{host} has no address"),
@@ -411,7 +416,7 @@ async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
             Err(e) => {
                 findings.push(finding(
                     check,
-                    &host,
+                    host,
                     Outcome::Fail,
                     "LookupFailed",
                     e.to_string(),
@@ -421,18 +426,18 @@ async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
         };
         let addr = SocketAddr::new(addrs[0], options.smtp_port);
         findings.push(
-            match smtp::probe(&host, addr, options.roots.clone(), options.timeout).await {
+            match smtp::probe(host, addr, options.roots.clone(), options.timeout).await {
                 Ok(s) => finding(
                     check,
-                    &host,
+                    host,
                     Outcome::Pass,
                     "STARTTLS",
                     format!("STARTTLS with {}, certificate valid for {host}", s.version),
                 ),
                 Err(e @ smtp::SmtpError::ConnectTimeout(_)) => {
-                    finding(check, &host, Outcome::Warn, e.reason(), e.to_string())
+                    finding(check, host, Outcome::Warn, e.reason(), e.to_string())
                 }
-                Err(e) => finding(check, &host, Outcome::Fail, e.reason(), e.to_string()),
+                Err(e) => finding(check, host, Outcome::Fail, e.reason(), e.to_string()),
             },
         );
     }
@@ -440,9 +445,9 @@ async fn smtp_tls(dns: &Dns, domain: &str, options: &Options) -> Vec<Finding> {
 }
 
 /// Every MX host must match a pattern of the policy, or senders in enforce mode refuse it.
-async fn mx_coverage(dns: &Dns, domain: &str, policy: &Policy) -> Finding {
+fn mx_coverage(domain: &str, mx: &MxAnswer, policy: &Policy) -> Finding {
     let check = "MX coverage";
-    let hosts = match dns.mx(domain).await {
+    let hosts = match mx {
         Ok(h) => h,
         Err(e) => return finding(check, domain, Outcome::Fail, "LookupFailed", e.to_string()),
     };

@@ -620,3 +620,46 @@ fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
 pub fn is_yaml(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
+
+/// Waits (20 s at most) until `/readyz` on `admin` answers 200: for `mailsec serve` started by
+/// a test, ready once its watch cache has synced.
+pub async fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "{admin} never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Annotates the MailDomain to skip the MTA-STS withdrawal wait, deletes it (unless a deletion
+/// is already under way) and waits (60 s at most) until the controller has removed its records
+/// and its finalizer. The annotation has a field manager of its own: applied by the manager
+/// that created the MailDomain, it would drop the spec.
+pub async fn delete_skipping_withdrawal(
+    api: &Api<mailsec_operator::api::MailDomain>,
+    name: &str,
+    already_deleting: bool,
+) {
+    use kube::api::{Patch, PatchParams};
+    let skip = serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+        "metadata": {"annotations": {"mailsec.io/skip-withdrawal": "true"}}});
+    api.patch(name, &PatchParams::apply("skipper"), &Patch::Apply(&skip))
+        .await
+        .expect("annotate");
+    if !already_deleting {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the finalizer never let {name} go"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
