@@ -10,7 +10,7 @@ use std::process::Command;
 use kube::api::{Api, Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
 use mailsec_operator::serve::tls::Source;
-use support::tls::{Pki, Smtp};
+use support::tls::{Https, Pki, Smtp};
 use support::{TestEnv, random_suffix};
 
 fn free_addr() -> SocketAddr {
@@ -102,21 +102,19 @@ fn check(
     check_smtp(env, domain, port, free_addr().port(), pki, expect)
 }
 
-/// Runs `mailsec check`, returns the exit status and the findings.
-fn check_smtp(
+/// `mailsec check` for `domain` against the test DNS, CA and ports.
+fn command(
     env: &TestEnv,
     domain: &str,
     port: u16,
     smtp: u16,
     pki: &Pki,
     expect: Option<&Path>,
-) -> (bool, Vec<serde_json::Value>) {
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailsec"));
     cmd.args([
         "check",
         domain,
-        "-o",
-        "json",
         "--timeout",
         "5",
         "--resolver",
@@ -131,7 +129,22 @@ fn check_smtp(
     if let Some(e) = expect {
         cmd.arg("--expect-file").arg(e);
     }
-    let out = cmd.output().expect("run mailsec check");
+    cmd
+}
+
+/// Runs `mailsec check -o json`, returns the exit status and the findings.
+fn check_smtp(
+    env: &TestEnv,
+    domain: &str,
+    port: u16,
+    smtp: u16,
+    pki: &Pki,
+    expect: Option<&Path>,
+) -> (bool, Vec<serde_json::Value>) {
+    let out = command(env, domain, port, smtp, pki, expect)
+        .args(["-o", "json"])
+        .output()
+        .expect("run mailsec check");
     let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.success(), findings)
@@ -148,6 +161,29 @@ fn failed(findings: &[serde_json::Value]) -> Vec<(&str, &str)> {
             )
         })
         .collect()
+}
+
+/// The outcome and reason of the first finding of `check`.
+fn outcome_of(findings: &[serde_json::Value], check: &str) -> (String, String) {
+    let f = findings
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} finding: {findings:#?}"));
+    let text = |k: &str| f[k].as_str().unwrap_or("").to_owned();
+    (text("outcome"), text("reason"))
+}
+
+fn policy_finding(findings: &[serde_json::Value]) -> (String, String) {
+    outcome_of(findings, "MTA-STS policy")
+}
+
+fn message_of(findings: &[serde_json::Value], check: &str) -> String {
+    findings
+        .iter()
+        .filter(|f| f["check"] == check)
+        .filter_map(|f| f["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +318,89 @@ async fn policy_host_problems_are_named() {
     let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
     assert!(!ok);
     assert!(
-        failed(&findings).contains(&("MTA-STS policy", "CertificateInvalid")),
+        failed(&findings).contains(&("MTA-STS policy", "CertificateNameMismatch")),
+        "{findings:#?}"
+    );
+
+    // An expired certificate for the right name.
+    let domain = format!("x{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join("x.yaml");
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect);
+    let host = format!("mta-sts.{domain}");
+    let port = serve(
+        &client,
+        ns.name(),
+        &domain,
+        &policy,
+        pki.expired_leaf(&host),
+    )
+    .await
+    .port();
+    let (ok, findings) = check(env, &domain, port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(
+        policy_finding(&findings),
+        ("fail".into(), "CertificateExpired".into()),
+        "{findings:#?}"
+    );
+
+    // A web server in front that redirects, or labels the policy as HTML: senders refuse both.
+    let good = pki.leaf(&host);
+    let redirect = Https::start("redirect", &good, &policy);
+    let (ok, findings) = check(env, &domain, redirect.port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(
+        policy_finding(&findings),
+        ("fail".into(), "Redirect".into())
+    );
+    assert!(
+        message_of(&findings, "MTA-STS policy")
+            .contains("HTTP 301 to `https://www.example.net/.well-known/mta-sts.txt`"),
+        "{findings:#?}"
+    );
+    // The default output names the failed check and why, in a line a person reads.
+    let out = command(
+        env,
+        &domain,
+        redirect.port,
+        free_addr().port(),
+        &pki,
+        Some(&expect),
+    )
+    .output()
+    .expect("run mailsec check");
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.contains("MTA-STS policy"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.starts_with("FAIL"), "{table}");
+    assert!(
+        line.contains(&format!("mta-sts.{domain}"))
+            && line.contains("Redirect")
+            && line.contains("do not follow redirects"),
+        "{table}"
+    );
+    assert!(table.contains(" failed"), "{table}");
+    let html = Https::start("html", &good, &policy);
+    let (ok, findings) = check(env, &domain, html.port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(
+        policy_finding(&findings),
+        ("fail".into(), "ContentType".into())
+    );
+    assert!(
+        message_of(&findings, "MTA-STS policy").contains("`text/html; charset=utf-8`"),
+        "{findings:#?}"
+    );
+    // The same server with text/plain passes: the failures above are about the answer alone.
+    let plain = Https::start("ok", &good, &policy);
+    let (_, findings) = check(env, &domain, plain.port, &pki, Some(&expect));
+    assert_eq!(
+        policy_finding(&findings),
+        ("pass".into(), "Served".into()),
         "{findings:#?}"
     );
 
@@ -342,12 +460,14 @@ async fn smtp_starttls_problems_are_named() {
     };
     let good = pki.leaf(&format!("mx1.{domain}"));
     let wrong = pki.leaf("mx.wrong.example");
+    let expired = pki.expired_leaf(&format!("mx1.{domain}"));
     let variants = [
         ("starttls", &good, "pass", "STARTTLS"),
         ("plain", &good, "fail", "NoSTARTTLS"),
         // aiosmtpd (Python's ssl) hangs up without a protocol_version alert.
         ("tls10", &good, "fail", "TLSHandshakeFailed"),
-        ("starttls", &wrong, "fail", "CertificateInvalid"),
+        ("starttls", &wrong, "fail", "CertificateNameMismatch"),
+        ("starttls", &expired, "fail", "CertificateExpired"),
     ];
     for (mode, tls, outcome, reason) in variants {
         let smtp = Smtp::start(mode, tls);

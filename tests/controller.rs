@@ -826,7 +826,7 @@ async fn live_check_setup(
     domain: &str,
 ) -> (
     support::tls::Pki,
-    support::tls::Smtp,
+    support::tls::Fixture,
     mailsec_operator::controller::verify::Settings,
 ) {
     use support::tls::{Pki, Smtp};

@@ -6,3 +6,4 @@ pub mod policy;
 pub mod run;
 pub mod smtp;
 pub mod spf;
+pub mod tls;

@@ -31,6 +31,13 @@ pub enum FetchError {
     NoAddress(String),
     #[error("cannot connect to {0}")]
     Connect(String),
+    #[error("{host}: certificate refused: {message}")]
+    Certificate {
+        host: String,
+        message: String,
+        /// Stable reason, e.g. `CertificateExpired`.
+        reason: &'static str,
+    },
     #[error("TLS with {host} failed: {message}")]
     Tls { host: String, message: String },
     #[error("HTTP exchange with {0}")]
@@ -82,7 +89,11 @@ pub async fn fetch(
         {
             Ok(Ok(fetched)) => return Ok(fetched),
             // A certificate or HTTP problem is the answer; another address would not change it.
-            Ok(Err(e @ (FetchError::Tls { .. } | FetchError::Http(_)))) => return Err(e),
+            Ok(Err(
+                e @ (FetchError::Certificate { .. } | FetchError::Tls { .. } | FetchError::Http(_)),
+            )) => {
+                return Err(e);
+            }
             Ok(Err(e)) => last = e,
             Err(_) => last = FetchError::Timeout(format!("{host} ({ip})")),
         }
@@ -98,26 +109,22 @@ async fn fetch_from(
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| FetchError::Connect(format!("{host} ({addr}): {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| FetchError::Tls {
+    let tls_error = |message: String| FetchError::Tls {
         host: host.to_owned(),
-        message: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| FetchError::Tls {
-        host: host.to_owned(),
-        message: e.to_string(),
-    })?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| FetchError::Tls {
-            host: host.to_owned(),
-            message: e.to_string(),
+        message,
+    };
+    let connector = super::tls::connector(roots).map_err(|e| tls_error(e.to_string()))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| tls_error(e.to_string()))?;
+    let tls =
+        connector.connect(name, tcp).await.map_err(|e| {
+            match super::tls::certificate_reason(&e) {
+                Some(reason) => FetchError::Certificate {
+                    host: host.to_owned(),
+                    message: e.to_string(),
+                    reason,
+                },
+                None => tls_error(e.to_string()),
+            }
         })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<
         _,

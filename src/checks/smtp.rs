@@ -35,8 +35,13 @@ pub enum SmtpError {
     NoStartTls(String),
     #[error("{host} offers no TLS 1.2 or newer: {message}")]
     TlsVersion { host: String, message: String },
-    #[error("{host}: certificate not valid for this name: {message}")]
-    Certificate { host: String, message: String },
+    #[error("{host}: certificate refused: {message}")]
+    Certificate {
+        host: String,
+        message: String,
+        /// Stable reason, e.g. `CertificateNameMismatch`.
+        reason: &'static str,
+    },
     #[error("{host}: TLS handshake failed: {message}")]
     Handshake { host: String, message: String },
     #[error("{0} did not answer in time")]
@@ -52,7 +57,7 @@ impl SmtpError {
             SmtpError::Protocol { .. } => "SMTPProtocolError",
             SmtpError::NoStartTls(_) => "NoSTARTTLS",
             SmtpError::TlsVersion { .. } => "TLSVersionTooOld",
-            SmtpError::Certificate { .. } => "CertificateInvalid",
+            SmtpError::Certificate { reason, .. } => reason,
             SmtpError::Handshake { .. } => "TLSHandshakeFailed",
             SmtpError::Timeout(_) => "Timeout",
         }
@@ -96,22 +101,15 @@ pub async fn probe(
     let ready = within(timeout, &label, reply(&mut conn, &label)).await?;
     expect(&ready, "220", &label, "to STARTTLS")?;
 
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SmtpError::Handshake {
-        host: host.to_owned(),
-        message: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| SmtpError::Certificate {
+    let connector = super::tls::connector(roots).map_err(|e| SmtpError::Handshake {
         host: host.to_owned(),
         message: e.to_string(),
     })?;
-    let handshake =
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, conn.into_inner());
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| SmtpError::Handshake {
+        host: host.to_owned(),
+        message: format!("not a host name: {e}"),
+    })?;
+    let handshake = connector.connect(name, conn.into_inner());
     let mut tls = match tokio::time::timeout(timeout, handshake).await {
         Err(_) => return Err(SmtpError::Timeout(label)),
         Ok(Err(e)) => return Err(classify(host, &e)),
@@ -141,14 +139,14 @@ async fn within<T>(
 
 fn classify(host: &str, error: &std::io::Error) -> SmtpError {
     let message = error.to_string();
-    let inner = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>());
-    match inner {
-        Some(rustls::Error::InvalidCertificate(_)) => SmtpError::Certificate {
+    if let Some(reason) = super::tls::certificate_reason(error) {
+        return SmtpError::Certificate {
             host: host.to_owned(),
             message,
-        },
+            reason,
+        };
+    }
+    match super::tls::rustls_error(error) {
         Some(rustls::Error::PeerIncompatible(_))
         | Some(rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)) => {
             SmtpError::TlsVersion {

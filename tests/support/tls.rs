@@ -1,4 +1,5 @@
-//! Test PKI (rcgen) and a real SMTP server (aiosmtpd) for the tests of the live checks.
+//! Test PKI (rcgen), a real SMTP server (aiosmtpd) and a real HTTPS server (Python's
+//! http.server) for the tests of the live checks.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -44,14 +45,24 @@ impl Pki {
     }
 
     pub fn leaf(&self, name: &str) -> Source {
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        self.sign(name, "", params)
+    }
+
+    /// A certificate for `name` that expired at the end of 2020.
+    pub fn expired_leaf(&self, name: &str) -> Source {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        self.sign(name, "-expired", params)
+    }
+
+    fn sign(&self, name: &str, tag: &str, params: rcgen::CertificateParams) -> Source {
         let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .expect("params")
-            .signed_by(&key, &self.issuer)
-            .expect("sign");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let (c, k) = (
-            self.dir.join(format!("{name}.crt")),
-            self.dir.join(format!("{name}.key")),
+            self.dir.join(format!("{name}{tag}.crt")),
+            self.dir.join(format!("{name}{tag}.key")),
         );
         std::fs::write(&c, cert.pem()).expect("write");
         std::fs::write(&k, key.serialize_pem()).expect("write");
@@ -59,25 +70,22 @@ impl Pki {
     }
 }
 
-/// A real SMTP server (aiosmtpd) on a free loopback port; killed when dropped.
-pub struct Smtp {
+/// A Python fixture server on a free loopback port; killed when dropped.
+pub struct Fixture {
     child: std::process::Child,
     pub port: u16,
 }
 
-impl Drop for Smtp {
+impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Smtp {
-    /// `mode`: `starttls`, `plain` (no STARTTLS) or `tls10` (TLS 1.0 only).
-    pub fn start(mode: &str, tls: &Source) -> Smtp {
-        let Source::Files { cert, key } = tls else {
-            panic!("file certificates")
-        };
+impl Fixture {
+    /// Starts `tests/fixtures/<script> PORT <args>` and waits for its "ready" line.
+    fn start(script: &str, args: &[&std::ffi::OsStr]) -> Fixture {
         let tools = super::repo_root().join("scripts/tools.sh");
         let pythonpath = Command::new(tools)
             .arg("pythonpath")
@@ -85,16 +93,16 @@ impl Smtp {
             .expect("tools.sh");
         let port = free_port();
         let mut child = Command::new("python3")
-            .arg(super::repo_root().join("tests/fixtures/smtp/server.py"))
-            .args([&port.to_string(), mode])
-            .args([cert, key])
+            .arg(super::repo_root().join("tests/fixtures").join(script))
+            .arg(port.to_string())
+            .args(args)
             .env(
                 "PYTHONPATH",
                 String::from_utf8_lossy(&pythonpath.stdout).trim(),
             )
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("start aiosmtpd (run `make tools`)");
+            .unwrap_or_else(|e| panic!("start {script}: {e} (run `make tools`)"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -106,8 +114,51 @@ impl Smtp {
         assert_eq!(
             ready.trim(),
             "ready",
-            "aiosmtpd did not start (is it installed? `make tools`)"
+            "{script} did not start (is everything installed? `make tools`)"
         );
-        Smtp { child, port }
+        Fixture { child, port }
+    }
+}
+
+fn files(tls: &Source) -> (&std::path::Path, &std::path::Path) {
+    let Source::Files { cert, key } = tls else {
+        panic!("file certificates")
+    };
+    (cert, key)
+}
+
+/// A real SMTP server (aiosmtpd).
+pub struct Smtp;
+
+impl Smtp {
+    /// `mode`: `starttls`, `plain` (no STARTTLS) or `tls10` (TLS 1.0 only).
+    pub fn start(mode: &str, tls: &Source) -> Fixture {
+        let (cert, key) = files(tls);
+        Fixture::start(
+            "smtp/server.py",
+            &[mode.as_ref(), cert.as_os_str(), key.as_os_str()],
+        )
+    }
+}
+
+/// A real HTTPS server (Python's http.server) serving `policy` in a way `mailsec serve` never
+/// would.
+pub struct Https;
+
+impl Https {
+    /// `mode`: `redirect` (301 elsewhere), `html` (wrong Content-Type) or `ok`.
+    pub fn start(mode: &str, tls: &Source, policy: &str) -> Fixture {
+        let (cert, key) = files(tls);
+        let file = cert.with_extension(format!("{mode}.policy"));
+        std::fs::write(&file, policy).expect("write policy");
+        Fixture::start(
+            "https/server.py",
+            &[
+                mode.as_ref(),
+                cert.as_os_str(),
+                key.as_os_str(),
+                file.as_os_str(),
+            ],
+        )
     }
 }
