@@ -383,6 +383,11 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
     assert_eq!(flag(&args, "--leader-election").as_deref(), Some("true"));
     assert_eq!(flag(&args, "--owner-id").as_deref(), Some("default"));
     assert_eq!(flag(&args, "--watch-namespace"), None);
+    assert_eq!(
+        flag(&args, "--check-resolver"),
+        None,
+        "live checks are off by default"
+    );
     // The controller is told the policy server's Service exactly as the chart makes it.
     let svc_port = &service["spec"]["ports"][0];
     assert_eq!(svc_port["name"], "http");
@@ -496,6 +501,9 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
             "image.repository=registry.example/mailsec",
             "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "serve.podDisruptionBudget.minAvailable=50%",
+            "controller.checks.resolver=10.96.0.10:53",
+            "controller.checks.interval=300",
+            "controller.checks.caConfigMap.name=corp-ca",
         ],
     );
     assert!(
@@ -514,6 +522,29 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
     assert_eq!(flag(&args, "--owner-id").as_deref(), Some("prod"));
     assert_eq!(flag(&args, "--watch-namespace").as_deref(), Some("mail"));
     assert_eq!(flag(&args, "--lease-name").as_deref(), Some("mailsec-prod"));
+    assert_eq!(
+        flag(&args, "--check-resolver").as_deref(),
+        Some("10.96.0.10:53")
+    );
+    assert_eq!(flag(&args, "--check-interval").as_deref(), Some("300"));
+    // The flags the chart writes are ones the binary takes.
+    <mailsec_operator::cli::Cli as clap::Parser>::try_parse_from(
+        std::iter::once("mailsec".to_owned()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| panic!("the chart's controller arguments: {e}"));
+    assert_eq!(flag(&args, "--check-concurrency").as_deref(), Some("8"));
+    assert_eq!(
+        flag(&args, "--check-ca-file").as_deref(),
+        Some("/etc/mailsec/check-ca/ca.crt")
+    );
+    assert_eq!(
+        container(controller)["volumeMounts"],
+        json!([{"name": "check-ca", "mountPath": "/etc/mailsec/check-ca", "readOnly": true}])
+    );
+    assert_eq!(
+        controller["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "check-ca", "configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}])
+    );
     assert_eq!(
         flag(&args, "--policy-server-url"),
         None,
@@ -585,6 +616,8 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
             "controller.policyServerUrl=https://x.example",
             "policyServerUrl",
         ),
+        ("controller.checks.resolver=dns.google", "resolver"),
+        ("controller.checks.concurrency=0", "concurrency"),
     ] {
         let run = helm(env, &["template", "mso", CHART, "--set", set]);
         assert!(!run.ok, "--set {set} was accepted");
