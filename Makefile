@@ -9,6 +9,7 @@
 #   make integration     cargo test --all-targets against a fresh environment, then down
 #   make demo    environment + operator (serve, controller), examples/local/ applied, result shown
 #   make bench   time from applying a MailDomain to BIND answering it (BENCH_N=20 domains)
+#   make bench-checks   live checks: one domain, and BENCH_DOMAINS=1000 at BENCH_CONCURRENCY="8 32 128"
 #   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
 
 SHELL := bash
@@ -24,7 +25,7 @@ TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)-$$(pwd | cksum
 TEST_TIMEOUT ?= 1800
 
 .NOTPARALLEL:
-.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench crds
+.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench bench-checks crds
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -69,6 +70,13 @@ BENCH_N ?= 20
 
 bench: tools
 	@scripts/bench-publish.sh $(BENCH_N)
+
+BENCH_DOMAINS ?= 1000
+BENCH_CONCURRENCY ?= 8 32 128
+
+# Uses (or starts) the `make up` environment, like `make bench`; see benches/checks.rs.
+bench-checks: tools
+	cargo bench --bench checks -- $(BENCH_DOMAINS) $(BENCH_CONCURRENCY)
 
 crds:
 	cargo run -q -- crd > crds/mailsec.io.yaml
