@@ -2,6 +2,7 @@
 //! should see. Each finding names the record or host and the exact problem.
 
 pub mod dns;
+pub mod legacy_tls;
 pub mod policy;
 pub mod run;
 pub mod smtp;

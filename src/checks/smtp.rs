@@ -72,35 +72,7 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<Secured, SmtpError> {
     let label = format!("{host} ({addr})");
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(SmtpError::ConnectTimeout(label)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(SmtpError::Refused(label));
-        }
-        Ok(Err(_)) => return Err(SmtpError::ConnectTimeout(label)),
-        Ok(Ok(tcp)) => tcp,
-    };
-    let mut conn = BufReader::new(tcp);
-    let greeting = within(timeout, &label, reply(&mut conn, &label)).await?;
-    expect(&greeting, "220", &label, "as greeting")?;
-    within(
-        timeout,
-        &label,
-        send(&mut conn, "EHLO mailsec.check\r\n", &label),
-    )
-    .await?;
-    let ehlo = within(timeout, &label, reply(&mut conn, &label)).await?;
-    expect(&ehlo, "250", &label, "to EHLO")?;
-    if !ehlo.iter().any(|l| {
-        l.get(4..)
-            .is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))
-    }) {
-        return Err(SmtpError::NoStartTls(label));
-    }
-    within(timeout, &label, send(&mut conn, "STARTTLS\r\n", &label)).await?;
-    let ready = within(timeout, &label, reply(&mut conn, &label)).await?;
-    expect(&ready, "220", &label, "to STARTTLS")?;
-
+    let tcp = starttls(addr, &label, timeout).await?;
     let connector = super::tls::connector(roots).map_err(|e| SmtpError::Handshake {
         host: host.to_owned(),
         message: e.to_string(),
@@ -109,10 +81,23 @@ pub async fn probe(
         host: host.to_owned(),
         message: format!("not a host name: {e}"),
     })?;
-    let handshake = connector.connect(name, conn.into_inner());
+    let handshake = connector.connect(name, tcp);
     let mut tls = match tokio::time::timeout(timeout, handshake).await {
         Err(_) => return Err(SmtpError::Timeout(label)),
-        Ok(Err(e)) => return Err(classify(host, &e)),
+        Ok(Err(e)) => {
+            let error = classify(host, &e);
+            if matches!(error, SmtpError::Handshake { .. })
+                && let Some(old) = old_tls(host, addr, timeout).await
+            {
+                return Err(SmtpError::TlsVersion {
+                    host: host.to_owned(),
+                    message: format!(
+                        "it speaks {old} at most (it answered a {old} hello after refusing TLS 1.2 and 1.3)"
+                    ),
+                });
+            }
+            return Err(error);
+        }
         Ok(Ok(tls)) => tls,
     };
     let version = tls
@@ -124,6 +109,56 @@ pub async fn probe(
     // Best effort: a polite goodbye; the result does not depend on it.
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.write_all(b"QUIT\r\n")).await;
     Ok(Secured { version })
+}
+
+/// Connects, reads the greeting, says EHLO and starts TLS: the stream is ready for a
+/// ClientHello.
+async fn starttls(
+    addr: SocketAddr,
+    label: &str,
+    timeout: Duration,
+) -> Result<TcpStream, SmtpError> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(SmtpError::ConnectTimeout(label.to_owned())),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(SmtpError::Refused(label.to_owned()));
+        }
+        Ok(Err(_)) => return Err(SmtpError::ConnectTimeout(label.to_owned())),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let mut conn = BufReader::new(tcp);
+    let greeting = within(timeout, label, reply(&mut conn, label)).await?;
+    expect(&greeting, "220", label, "as greeting")?;
+    within(
+        timeout,
+        label,
+        send(&mut conn, "EHLO mailsec.check\r\n", label),
+    )
+    .await?;
+    let ehlo = within(timeout, label, reply(&mut conn, label)).await?;
+    expect(&ehlo, "250", label, "to EHLO")?;
+    if !ehlo.iter().any(|l| {
+        l.get(4..)
+            .is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))
+    }) {
+        return Err(SmtpError::NoStartTls(label.to_owned()));
+    }
+    within(timeout, label, send(&mut conn, "STARTTLS\r\n", label)).await?;
+    let ready = within(timeout, label, reply(&mut conn, label)).await?;
+    expect(&ready, "220", label, "to STARTTLS")?;
+    Ok(conn.into_inner())
+}
+
+/// After a failed modern handshake: the old TLS version the host speaks, if it speaks one.
+async fn old_tls(host: &str, addr: SocketAddr, timeout: Duration) -> Option<String> {
+    let label = format!("{host} ({addr})");
+    let mut tcp = starttls(addr, &label, timeout).await.ok()?;
+    match super::legacy_tls::ask(&mut tcp, host, timeout).await? {
+        super::legacy_tls::Answer::Hello(v) if v < 0x0303 => {
+            Some(super::legacy_tls::version_name(v))
+        }
+        _ => None,
+    }
 }
 
 /// Runs one protocol step within the timeout.

@@ -131,7 +131,7 @@ fn files(tls: &Source) -> (&std::path::Path, &std::path::Path) {
 pub struct Smtp;
 
 impl Smtp {
-    /// `mode`: `starttls`, `plain` (no STARTTLS) or `tls10` (TLS 1.0 only).
+    /// `mode`: `starttls`, `plain` (no STARTTLS), `tls10` or `tls11` (TLS 1.0 or 1.1 only).
     pub fn start(mode: &str, tls: &Source) -> Fixture {
         let (cert, key) = files(tls);
         Fixture::start(
