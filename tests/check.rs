@@ -395,6 +395,18 @@ async fn policy_host_problems_are_named() {
         message_of(&findings, "MTA-STS policy").contains("`text/html; charset=utf-8`"),
         "{findings:#?}"
     );
+    // A policy host that speaks TLS 1.0 only: named, not just "handshake failed".
+    let old = Https::start("tls10", &good, &policy);
+    let (ok, findings) = check(env, &domain, old.port, &pki, Some(&expect));
+    assert!(!ok);
+    assert_eq!(
+        policy_finding(&findings),
+        ("fail".into(), "TLSVersionTooOld".into())
+    );
+    assert!(
+        message_of(&findings, "MTA-STS policy").contains("it speaks TLS 1.0 at most"),
+        "{findings:#?}"
+    );
     // The same server with text/plain passes: the failures above are about the answer alone.
     let plain = Https::start("ok", &good, &policy);
     let (_, findings) = check(env, &domain, plain.port, &pki, Some(&expect));

@@ -38,6 +38,8 @@ pub enum FetchError {
         /// Stable reason, e.g. `CertificateExpired`.
         reason: &'static str,
     },
+    #[error("{host} offers no TLS 1.2 or newer: it speaks {old} at most")]
+    TlsVersion { host: String, old: String },
     #[error("TLS with {host} failed: {message}")]
     Tls { host: String, message: String },
     #[error("HTTP exchange with {0}")]
@@ -83,14 +85,17 @@ pub async fn fetch(
     for ip in addrs {
         match tokio::time::timeout(
             timeout,
-            fetch_from(&host, SocketAddr::new(*ip, port), roots.clone()),
+            fetch_from(&host, SocketAddr::new(*ip, port), roots.clone(), timeout),
         )
         .await
         {
             Ok(Ok(fetched)) => return Ok(fetched),
             // A certificate or HTTP problem is the answer; another address would not change it.
             Ok(Err(
-                e @ (FetchError::Certificate { .. } | FetchError::Tls { .. } | FetchError::Http(_)),
+                e @ (FetchError::Certificate { .. }
+                | FetchError::TlsVersion { .. }
+                | FetchError::Tls { .. }
+                | FetchError::Http(_)),
             )) => {
                 return Err(e);
             }
@@ -105,6 +110,7 @@ async fn fetch_from(
     host: &str,
     addr: SocketAddr,
     roots: Arc<RootCertStore>,
+    timeout: Duration,
 ) -> Result<Fetched, FetchError> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -115,17 +121,25 @@ async fn fetch_from(
     };
     let connector = super::tls::connector(roots).map_err(|e| tls_error(e.to_string()))?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| tls_error(e.to_string()))?;
-    let tls =
-        connector.connect(name, tcp).await.map_err(|e| {
-            match super::tls::certificate_reason(&e) {
+    let tls = match connector.connect(name, tcp).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            return Err(match super::tls::certificate_reason(&e) {
                 Some(reason) => FetchError::Certificate {
                     host: host.to_owned(),
                     message: e.to_string(),
                     reason,
                 },
-                None => tls_error(e.to_string()),
-            }
-        })?;
+                None => match old_tls(host, addr, timeout).await {
+                    Some(old) => FetchError::TlsVersion {
+                        host: host.to_owned(),
+                        old,
+                    },
+                    None => tls_error(e.to_string()),
+                },
+            });
+        }
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<
         _,
         http_body_util::Empty<hyper::body::Bytes>,
@@ -166,6 +180,17 @@ async fn fetch_from(
         content_type,
         body,
     })
+}
+
+/// After a failed modern handshake: the old TLS version the host speaks, if it speaks one.
+async fn old_tls(host: &str, addr: SocketAddr, timeout: Duration) -> Option<String> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    match super::legacy_tls::ask(&mut tcp, host, timeout).await? {
+        super::legacy_tls::Answer::Hello(v) if v < 0x0303 => {
+            Some(super::legacy_tls::version_name(v))
+        }
+        _ => None,
+    }
 }
 
 /// Reads at most `limit` bytes of a body, so a huge answer cannot exhaust memory.

@@ -251,6 +251,7 @@ async fn policy_check(
         Ok(f) => f,
         Err(e @ FetchError::NoAddress(_)) => return fail("NoAddress", e.to_string()),
         Err(e @ FetchError::Certificate { reason, .. }) => return fail(reason, e.to_string()),
+        Err(e @ FetchError::TlsVersion { .. }) => return fail("TLSVersionTooOld", e.to_string()),
         Err(e @ FetchError::Tls { .. }) => return fail("TLSHandshakeFailed", e.to_string()),
         Err(e @ FetchError::Timeout(_)) => return fail("Timeout", e.to_string()),
         Err(e) => return fail("Unreachable", e.to_string()),
