@@ -217,14 +217,7 @@ fn publish(env: &support::TestEnv, all: &[Desired], mx: &str) {
         batches.push(commands);
     }
     for commands in batches {
-        let out = env
-            .dns
-            .nsupdate(&format!("{commands}send\n"), &env.dns.tsig_secret);
-        assert!(
-            out.status.success(),
-            "nsupdate: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.dns.update(&commands);
     }
 }
 

@@ -136,6 +136,18 @@ pub async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
+/// The name of the pre-1.2 version the server answers the old hello with, if it does.
+pub async fn old_version<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    timeout: Duration,
+) -> Option<String> {
+    match ask(stream, host, timeout).await? {
+        Answer::Hello(v) if v < 0x0303 => Some(version_name(v)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

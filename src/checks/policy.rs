@@ -185,12 +185,7 @@ async fn fetch_from(
 /// After a failed modern handshake: the old TLS version the host speaks, if it speaks one.
 async fn old_tls(host: &str, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    match super::legacy_tls::ask(&mut tcp, host, timeout).await? {
-        super::legacy_tls::Answer::Hello(v) if v < 0x0303 => {
-            Some(super::legacy_tls::version_name(v))
-        }
-        _ => None,
-    }
+    super::legacy_tls::old_version(&mut tcp, host, timeout).await
 }
 
 /// Reads at most `limit` bytes of a body, so a huge answer cannot exhaust memory.

@@ -153,12 +153,7 @@ async fn starttls(
 async fn old_tls(host: &str, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let label = format!("{host} ({addr})");
     let mut tcp = starttls(addr, &label, timeout).await.ok()?;
-    match super::legacy_tls::ask(&mut tcp, host, timeout).await? {
-        super::legacy_tls::Answer::Hello(v) if v < 0x0303 => {
-            Some(super::legacy_tls::version_name(v))
-        }
-        _ => None,
-    }
+    super::legacy_tls::old_version(&mut tcp, host, timeout).await
 }
 
 /// Runs one protocol step within the timeout.

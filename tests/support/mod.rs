@@ -332,6 +332,16 @@ impl DnsSettings {
         )
     }
 
+    /// Sends `commands` as one update signed with the right key, and fails if BIND refuses it.
+    pub fn update(&self, commands: &str) {
+        let out = self.nsupdate(&format!("{commands}send\n"), &self.tsig_secret);
+        assert!(
+            out.status.success(),
+            "nsupdate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `dig +short` against the test server; one entry per answer line.
     pub fn dig_short(&self, name: &str, rtype: &str) -> Vec<String> {
         let out = self.dig(&["+short", name, rtype]);
