@@ -54,6 +54,16 @@ fn publish(env: &TestEnv, domain: &str, expect: &Path) -> String {
     rendered[0]["policy"].as_str().expect("policy").to_owned()
 }
 
+/// A new domain `<prefix><random>.<zone>`, the expectation file for it, and its records
+/// published; returns the domain, the file and the policy to serve.
+fn published(env: &TestEnv, pki: &Pki, prefix: &str) -> (String, std::path::PathBuf, String) {
+    let domain = format!("{prefix}{}.{}", random_suffix(), env.dns.zone);
+    let expect = pki.dir.join(format!("{prefix}.yaml"));
+    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
+    let policy = publish(env, &domain, &expect);
+    (domain, expect, policy)
+}
+
 /// `mailsec serve` over TLS on a free port, serving `policy` for `domain`.
 async fn serve(
     client: &kube::Client,
@@ -185,10 +195,7 @@ async fn a_good_domain_passes_and_each_breakage_is_named() {
     let client = env.client().await;
     let ns = env.namespace(&client, "check").await;
     let pki = Pki::new();
-    let domain = format!("k{}.{}", random_suffix(), env.dns.zone);
-    let expect = pki.dir.join("md.yaml");
-    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
-    let policy = publish(env, &domain, &expect);
+    let (domain, expect, policy) = published(env, &pki, "k");
     let port = serve(
         &client,
         ns.name(),
@@ -295,10 +302,7 @@ async fn policy_host_problems_are_named() {
     let pki = Pki::new();
 
     // A certificate for another name.
-    let domain = format!("n{}.{}", random_suffix(), env.dns.zone);
-    let expect = pki.dir.join("n.yaml");
-    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
-    let policy = publish(env, &domain, &expect);
+    let (domain, expect, policy) = published(env, &pki, "n");
     let port = serve(
         &client,
         ns.name(),
@@ -316,10 +320,7 @@ async fn policy_host_problems_are_named() {
     );
 
     // An expired certificate for the right name.
-    let domain = format!("x{}.{}", random_suffix(), env.dns.zone);
-    let expect = pki.dir.join("x.yaml");
-    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
-    let policy = publish(env, &domain, &expect);
+    let (domain, expect, policy) = published(env, &pki, "x");
     let host = format!("mta-sts.{domain}");
     let port = serve(
         &client,
@@ -401,10 +402,8 @@ async fn policy_host_problems_are_named() {
     );
 
     // LF line ends: a warning, not a failure.
-    let domain = format!("l{}.{}", random_suffix(), env.dns.zone);
-    let expect = pki.dir.join("l.yaml");
-    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
-    let policy = publish(env, &domain, &expect).replace("\r\n", "\n");
+    let (domain, expect, policy) = published(env, &pki, "l");
+    let policy = policy.replace("\r\n", "\n");
     let port = serve(
         &client,
         ns.name(),
@@ -438,10 +437,7 @@ async fn smtp_starttls_problems_are_named() {
     let client = env.client().await;
     let ns = env.namespace(&client, "checksmtp").await;
     let pki = Pki::new();
-    let domain = format!("s{}.{}", random_suffix(), env.dns.zone);
-    let expect = pki.dir.join("s.yaml");
-    std::fs::write(&expect, maildomain_yaml(&domain)).expect("write");
-    let policy = publish(env, &domain, &expect);
+    let (domain, expect, policy) = published(env, &pki, "s");
     let https = pki.leaf(&format!("mta-sts.{domain}"));
     let port = serve(&client, ns.name(), &domain, &policy, https)
         .await
