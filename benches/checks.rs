@@ -92,7 +92,7 @@ async fn bench(env: &support::TestEnv, n: usize, concurrency: &[usize], sequenti
         resolver: env.dns.server,
         https_port: https,
         smtp_port: smtp.port,
-        roots: mailsec_operator::checks::policy::roots(Some(&ca)).expect("roots"),
+        roots: mailsec_operator::checks::tls::roots(Some(&ca)).expect("roots"),
         timeout: Duration::from_secs(10),
     });
 

@@ -18,6 +18,17 @@ OPERATOR_COMPONENTS=(mailsec-serve mailsec-controller)
 log() { printf '[%s] %s\n' "${LOG_TAG:-env}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# show_logs <lines> <component...>: the last lines of each component's log, to stderr.
+show_logs() {
+  local lines=$1 c
+  shift
+  for c in "$@"; do
+    [ -s "$STATE/logs/$c.log" ] || continue
+    log "---- last lines of $STATE/logs/$c.log ----"
+    tail -n "$lines" "$STATE/logs/$c.log" >&2
+  done
+}
+
 # Resolves a path that may not exist yet (its parent must, or be creatable).
 abspath() {
   local p=$1

@@ -105,12 +105,7 @@ print_env() { cat "$STATE/env"; }
 
 fail_start() {
   log "error: $*"
-  local c
-  for c in "${COMPONENTS[@]}"; do
-    [ -s "$STATE/logs/$c.log" ] || continue
-    log "---- last lines of $STATE/logs/$c.log ----"
-    tail -n 25 "$STATE/logs/$c.log" >&2
-  done
+  show_logs 25 "${COMPONENTS[@]}"
   stop_components
   log "processes stopped; logs kept in $STATE (scripts/env-down.sh removes it)"
   exit 1

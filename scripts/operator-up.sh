@@ -73,18 +73,9 @@ operator_healthy() {
   readyz "$(port_of mailsec-serve-admin)" && readyz "$(port_of mailsec-controller-admin)"
 }
 
-show_logs() {
-  local c
-  for c in "${OPERATOR_COMPONENTS[@]}"; do
-    [ -s "$STATE/logs/$c.log" ] || continue
-    log "---- last lines of $STATE/logs/$c.log ----"
-    tail -n 30 "$STATE/logs/$c.log" >&2
-  done
-}
-
 fail_start() {
   log "error: $*"
-  show_logs
+  show_logs 30 "${OPERATOR_COMPONENTS[@]}"
   stop_operator
   exit 1
 }

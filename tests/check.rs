@@ -442,14 +442,7 @@ async fn smtp_starttls_problems_are_named() {
     let port = serve(&client, ns.name(), &domain, &policy, https)
         .await
         .port();
-    let smtp_finding = |findings: &[serde_json::Value]| {
-        let f = findings
-            .iter()
-            .find(|f| f["check"] == "SMTP TLS")
-            .expect("an SMTP finding");
-        let text = |k: &str| f[k].as_str().unwrap_or("").to_owned();
-        (text("outcome"), text("reason"))
-    };
+    let smtp_finding = |findings: &[serde_json::Value]| outcome_of(findings, "SMTP TLS");
     let good = pki.leaf(&format!("mx1.{domain}"));
     let wrong = pki.leaf("mx.wrong.example");
     let expired = pki.expired_leaf(&format!("mx1.{domain}"));
@@ -508,13 +501,9 @@ async fn spf_limits_are_counted_across_includes() {
     let pki = Pki::new();
     let d = format!("p{}.{}", random_suffix(), env.dns.zone);
     let spf_of = |findings: &[serde_json::Value]| {
-        let f = findings
-            .iter()
-            .find(|f| f["check"] == "SPF lookups")
-            .expect("an SPF lookups finding");
         (
-            f["reason"].as_str().unwrap_or("").to_owned(),
-            f["message"].as_str().unwrap_or("").to_owned(),
+            outcome_of(findings, "SPF lookups").1,
+            message_of(findings, "SPF lookups"),
         )
     };
     // 4 at the apex + 4 in i1 + 3 in i2 = 11 terms that query DNS.

@@ -13,7 +13,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
 use mailsec_operator::controller::reconcile::Config;
 use mailsec_operator::controller::run::{self, Options};
-use support::{TestEnv, parse_txt_strings, random_suffix};
+use support::maildomain::{condition, ready, wait_for};
+use support::{TestEnv, random_suffix};
 
 const MANAGER: &str = "mailsec-test";
 
@@ -118,58 +119,6 @@ impl Operator {
     }
 }
 
-/// Polls the MailDomain until `check` holds (30 s at most).
-async fn wait_for(
-    api: &Api<MailDomain>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&MailDomain) -> bool,
-) -> MailDomain {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(md) = api.get_opt(name).await.expect("get") {
-            if check(&md) {
-                return md;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; status: {}",
-                    serde_json::to_string_pretty(&md.status).unwrap_or_default()
-                );
-            }
-        } else if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; the MailDomain is gone");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn condition<'a>(md: &'a MailDomain, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    md.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-}
-
-fn ready(md: &MailDomain) -> bool {
-    condition(md, "Ready").is_some_and(|c| c.0 == "True")
-        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
-}
-
-/// The TXT values at `name`, each joined from its character-strings, sorted.
-fn txt(env: &TestEnv, name: &str) -> Vec<String> {
-    let mut values: Vec<String> = env
-        .dns
-        .dig_short(name, "TXT")
-        .iter()
-        .map(|l| parse_txt_strings(l).concat())
-        .collect();
-    values.sort();
-    values
-}
-
 async fn apply_json(client: &Client, ns: &str, value: serde_json::Value) {
     let kind = value["kind"].as_str().expect("kind").to_owned();
     let name = value["metadata"]["name"].as_str().expect("name").to_owned();
@@ -255,16 +204,19 @@ async fn publishes_serves_updates_in_order_and_cleans_up() {
     let status = md.status.clone().expect("status");
     let id = status.policy_id.clone().expect("policy id");
     assert_eq!(
-        sts_id(&txt(env, &format!("_mta-sts.{domain}"))),
+        sts_id(&env.dns.txt(&format!("_mta-sts.{domain}"))),
         Some(id.clone())
     );
     assert_eq!(
-        txt(env, &format!("_smtp._tls.{domain}")),
+        env.dns.txt(&format!("_smtp._tls.{domain}")),
         [format!("v=TLSRPTv1; rua=mailto:tlsrpt@{domain}")]
     );
-    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
     assert_eq!(
-        txt(env, &domain),
+        env.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
+    assert_eq!(
+        env.dns.txt(&domain),
         ["site-verification=keep-me", "v=spf1 mx -all"]
     );
     assert_eq!(
@@ -311,7 +263,7 @@ async fn publishes_serves_updates_in_order_and_cleans_up() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut samples = 0;
     let new_id = loop {
-        let dns_id = sts_id(&txt(env, &format!("_mta-sts.{domain}")));
+        let dns_id = sts_id(&env.dns.txt(&format!("_mta-sts.{domain}")));
         let (_, served) = operator.policy(&domain).await;
         samples += 1;
         if dns_id.as_deref() != Some(id.as_str()) {
@@ -340,12 +292,12 @@ async fn publishes_serves_updates_in_order_and_cleans_up() {
         format!("_mailsec.{domain}"),
     ] {
         assert!(
-            txt(env, &name).is_empty(),
+            env.dns.txt(&name).is_empty(),
             "{name} still has {:?}",
-            txt(env, &name)
+            env.dns.txt(&name)
         );
     }
-    assert_eq!(txt(env, &domain), ["site-verification=keep-me"]);
+    assert_eq!(env.dns.txt(&domain), ["site-verification=keep-me"]);
     assert_eq!(operator.policy(&domain).await.0, 404);
     ns.delete(&client).await;
 }
@@ -375,12 +327,19 @@ async fn a_foreign_mta_sts_record_is_a_conflict_until_adopted() {
         "{message}"
     );
     assert_eq!(
-        txt(env, &format!("_mta-sts.{domain}")),
+        env.dns.txt(&format!("_mta-sts.{domain}")),
         ["v=STSv1; id=theirs1"]
     );
-    assert!(txt(env, &format!("_mailsec._mta-sts.{domain}")).is_empty());
+    assert!(
+        env.dns
+            .txt(&format!("_mailsec._mta-sts.{domain}"))
+            .is_empty()
+    );
     // The other records are not blocked by the conflict.
-    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        env.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
 
     let mut adopted = mail_domain(&domain, "testing");
     adopted["spec"]["adoptExisting"] = true.into();
@@ -388,7 +347,7 @@ async fn a_foreign_mta_sts_record_is_a_conflict_until_adopted() {
     let md = wait_for(&api, "md", "Ready after adopting", ready).await;
     let id = md.status.and_then(|s| s.policy_id).expect("id");
     assert_eq!(
-        txt(env, &format!("_mta-sts.{domain}")),
+        env.dns.txt(&format!("_mta-sts.{domain}")),
         [format!("v=STSv1; id={id}")]
     );
     ns.delete(&client).await;
@@ -445,7 +404,7 @@ async fn bad_credentials_and_missing_secrets_are_reported_and_recover() {
         domain.clone(),
     ] {
         assert!(
-            txt(env, &name).is_empty(),
+            env.dns.txt(&name).is_empty(),
             "{name} was written with a bad key"
         );
     }
@@ -453,7 +412,7 @@ async fn bad_credentials_and_missing_secrets_are_reported_and_recover() {
     // Fixed secret: everything is published, the long DKIM value included.
     provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
     wait_for(&api, "md", "Ready after fixing the secret", ready).await;
-    let dkim = txt(env, &format!("s1._domainkey.{domain}"));
+    let dkim = env.dns.txt(&format!("s1._domainkey.{domain}"));
     assert_eq!(dkim.len(), 1);
     assert!(dkim[0].starts_with("v=DKIM1; k=rsa; p=MIIB") && dkim[0].len() > 255);
     ns.delete(&client).await;
@@ -490,11 +449,11 @@ async fn deleting_withdraws_mta_sts_with_mode_none_first() {
         .and_then(|s| s.policy_id.clone())
         .expect("id");
     assert_eq!(
-        txt(env, &format!("_mta-sts.{domain}")),
+        env.dns.txt(&format!("_mta-sts.{domain}")),
         [format!("v=STSv1; id={id}")]
     );
     // The other records are gone at once; the MailDomain waits for the old max_age.
-    assert!(txt(env, &format!("_dmarc.{domain}")).is_empty());
+    assert!(env.dns.txt(&format!("_dmarc.{domain}")).is_empty());
     let until = md.status.and_then(|s| s.withdraw_until).expect("until").0;
     let wait = until
         .duration_since(k8s_openapi::jiff::Timestamp::now())
@@ -505,7 +464,7 @@ async fn deleting_withdraws_mta_sts_with_mode_none_first() {
     );
 
     support::delete_skipping_withdrawal(&api, "md", true).await;
-    assert!(txt(env, &format!("_mta-sts.{domain}")).is_empty());
+    assert!(env.dns.txt(&format!("_mta-sts.{domain}")).is_empty());
     ns.delete(&client).await;
 }
 
@@ -534,7 +493,10 @@ async fn the_second_claim_on_a_domain_writes_nothing() {
             .2
             .contains(&format!("{}/md", ns.name()))
     );
-    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        env.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
     ns.delete(&client).await;
 }
 
@@ -618,7 +580,10 @@ async fn an_unreachable_dns_server_is_reported_and_recovers() {
     );
     provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
     wait_for(&api, "md", "Ready once the server is right", ready).await;
-    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        env.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
     ns.delete(&client).await;
 }
 
@@ -686,7 +651,7 @@ async fn a_cluster_provider_limits_namespaces_and_zones() {
         Some("ProviderNotAllowed")
     );
     assert!(
-        txt(env, &format!("_dmarc.{domain}")).is_empty(),
+        env.dns.txt(&format!("_dmarc.{domain}")).is_empty(),
         "nothing written while refused"
     );
 
@@ -696,7 +661,10 @@ async fn a_cluster_provider_limits_namespaces_and_zones() {
     ))
     .await;
     wait_for(&api, "md", "Ready when allowed", ready).await;
-    assert_eq!(txt(env, &format!("_dmarc.{domain}")), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        env.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
     support::delete_skipping_withdrawal(&api, "md", false).await;
     cluster
         .delete(&name, &DeleteParams::default())
@@ -743,7 +711,7 @@ async fn without_a_provider_status_lists_the_records_to_publish() {
         (200, expected_policy("testing", &domain))
     );
     assert!(
-        txt(env, &format!("_dmarc.{domain}")).is_empty(),
+        env.dns.txt(&format!("_dmarc.{domain}")).is_empty(),
         "the manual provider wrote to DNS"
     );
     ns.delete(&client).await;
@@ -851,7 +819,7 @@ async fn live_check_setup(
             resolver: env.dns.server,
             https_port: https.port(),
             smtp_port: smtp.port,
-            roots: mailsec_operator::checks::policy::roots(Some(&ca)).expect("roots"),
+            roots: mailsec_operator::checks::tls::roots(Some(&ca)).expect("roots"),
             timeout: Duration::from_secs(5),
         },
         interval: Duration::from_secs(2),
@@ -971,6 +939,9 @@ async fn enforce_waits_until_every_mx_passes() {
         (200, expected_policy("enforce", &domain))
     );
     let id = md.status.and_then(|s| s.policy_id).expect("id");
-    assert_eq!(sts_id(&txt(env, &format!("_mta-sts.{domain}"))), Some(id));
+    assert_eq!(
+        sts_id(&env.dns.txt(&format!("_mta-sts.{domain}"))),
+        Some(id)
+    );
     ns.delete(&client).await;
 }

@@ -30,6 +30,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::Kubeconfig;
 use mailsec_operator::api::MailDomain;
 use serde_json::{Value, json};
+use support::maildomain::{condition, ready, wait_for};
 use support::{TestEnv, random_suffix};
 
 const CHART: &str = "charts/mailsec-operator";
@@ -1139,49 +1140,6 @@ async fn wait_http_ok(http: &reqwest::Client, url: &str, process: &mut Process) 
     }
 }
 
-fn condition(md: &MailDomain, type_: &str) -> Option<(String, String)> {
-    md.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-fn ready(md: &MailDomain) -> bool {
-    condition(md, "Ready").is_some_and(|c| c.0 == "True")
-        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
-}
-
-/// Polls a MailDomain until `check` holds (60 s at most).
-async fn wait_for(
-    api: &Api<MailDomain>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&MailDomain) -> bool,
-) -> MailDomain {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let md = api.get_opt(name).await.expect("get the MailDomain");
-        if let Some(md) = md {
-            if check(&md) {
-                return md;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {name}: {what}; status: {}",
-                serde_json::to_string_pretty(&md.status).unwrap_or_default()
-            );
-        } else {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {name}: {what}; it is gone"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// An example of examples/providers/, made to work here: `example_domain` becomes `domain`
 /// (a fresh name under the test zone), providers point at the local BIND with its TSIG key,
 /// namespaced objects go to `ns` (the operator's namespace objects to `operator_ns`), and the
@@ -1256,17 +1214,6 @@ fn apply(env: &TestEnv, docs: &[Value]) {
         "kubectl apply failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn txt(env: &TestEnv, name: &str) -> Vec<String> {
-    let mut values: Vec<String> = env
-        .dns
-        .dig_short(name, "TXT")
-        .iter()
-        .map(|l| support::parse_txt_strings(l).concat())
-        .collect();
-    values.sort();
-    values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1443,7 +1390,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
         let status = md.status.clone().expect("status");
         let id = status.policy_id.clone().expect("a policy id");
         assert_eq!(
-            txt(env, &format!("_mta-sts.{}", md.spec.domain)),
+            env.dns.txt(&format!("_mta-sts.{}", md.spec.domain)),
             [format!("v=STSv1; id={id}")],
             "{name}: the id is in DNS"
         );
@@ -1461,7 +1408,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
             "{name}"
         );
     }
-    let dkim = txt(env, &format!("s2026._domainkey.e0.{base}"));
+    let dkim = env.dns.txt(&format!("s2026._domainkey.e0.{base}"));
     assert!(
         dkim.len() == 1 && dkim[0].starts_with("v=DKIM1; k=rsa; p=MIIBIjAN"),
         "the DKIM key from its Secret is published: {dkim:?}"
@@ -1578,7 +1525,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
     for (_, _, name) in &examples {
         support::delete_skipping_withdrawal(&api, name, false).await;
     }
-    assert!(txt(env, &format!("_dmarc.e0.{base}")).is_empty());
+    assert!(env.dns.txt(&format!("_dmarc.e0.{base}")).is_empty());
     controller.assert_running();
     serve.assert_running();
     for process in [&controller, &serve] {

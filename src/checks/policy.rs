@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 
 use crate::domain::mtasts::{MAX_POLICY_BYTES, WELL_KNOWN_PATH};
 
@@ -46,27 +46,6 @@ pub enum FetchError {
     Http(String),
     #[error("{0} did not answer within the timeout")]
     Timeout(String),
-}
-
-/// Web PKI roots plus any extra CA certificates (PEM) the user trusts.
-pub fn roots(extra_pem: Option<&[u8]>) -> Result<Arc<RootCertStore>, String> {
-    let mut store = RootCertStore::empty();
-    store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_pem {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-            .filter_map(Result::ok)
-            .collect();
-        if certs.is_empty() {
-            return Err("the CA file holds no certificate".into());
-        }
-        for cert in certs {
-            store
-                .add(cert)
-                .map_err(|e| format!("CA certificate: {e}"))?;
-        }
-    }
-    Ok(Arc::new(store))
 }
 
 /// Fetches the policy of `domain` from `addrs` (tried in order) on `port`.

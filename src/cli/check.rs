@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::checks::policy::roots;
 use crate::checks::run::{self, Finding, Options, Outcome};
+use crate::checks::tls::roots_from_file;
 use crate::domain::name::DomainName;
 
 #[derive(Debug, Args)]
@@ -60,17 +60,11 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(found.ok_or_else(|| format!("{file} has no MailDomain for {domain}"))?)
         }
     };
-    let extra = args
-        .ca_file
-        .as_ref()
-        .map(std::fs::read)
-        .transpose()
-        .map_err(|e| format!("--ca-file: {e}"))?;
     let options = Options {
         resolver: args.resolver,
         https_port: args.https_port,
         smtp_port: args.smtp_port,
-        roots: roots(extra.as_deref())?,
+        roots: roots_from_file(args.ca_file.as_deref()).map_err(|e| format!("--ca-file {e}"))?,
         timeout: Duration::from_secs(args.timeout),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

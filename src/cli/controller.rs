@@ -147,18 +147,13 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
         .clone()
         .unwrap_or_else(|| format!("mailsec-{}", std::process::id()));
     let checks = if let Some(resolver) = args.check_resolver.filter(|_| args.check_interval > 0) {
-        let extra = args
-            .check_ca_file
-            .as_ref()
-            .map(std::fs::read)
-            .transpose()
-            .map_err(|e| format!("--check-ca-file: {e}"))?;
         Some(verify::Settings {
             options: crate::checks::run::Options {
                 resolver,
                 https_port: args.check_https_port,
                 smtp_port: args.check_smtp_port,
-                roots: crate::checks::policy::roots(extra.as_deref())?,
+                roots: crate::checks::tls::roots_from_file(args.check_ca_file.as_deref())
+                    .map_err(|e| format!("--check-ca-file {e}"))?,
                 timeout: std::time::Duration::from_secs(10),
             },
             interval: std::time::Duration::from_secs(args.check_interval),

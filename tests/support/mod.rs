@@ -16,9 +16,10 @@
 //! let Some(env) = support::env() else { return };
 //! ```
 //!
-//! Only `kube`, `k8s-openapi`, `tokio`, `serde_json` and std are used.
+//! Only `kube`, `k8s-openapi`, `tokio`, `serde_json`, std and the crate's API types are used.
 #![allow(dead_code)]
 
+pub mod maildomain;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -340,6 +341,17 @@ impl DnsSettings {
             "nsupdate: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The TXT values at `name`, each joined from its character-strings, sorted.
+    pub fn txt(&self, name: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .dig_short(name, "TXT")
+            .iter()
+            .map(|l| parse_txt_strings(l).concat())
+            .collect();
+        values.sort();
+        values
     }
 
     /// `dig +short` against the test server; one entry per answer line.
