@@ -27,8 +27,8 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use mailsec_operator::api::MailDomain;
 use mailsec_operator::checks::run::{Options, Outcome, check};
-use mailsec_operator::controller::build::{Desired, build};
-use mailsec_operator::controller::validate::{SecretData, validate};
+use mailsec_operator::model::desired::{Desired, build};
+use mailsec_operator::model::validate::{SecretData, validate};
 use support::tls::{Pki, Smtp};
 
 /// No run may take longer than this, whatever the machine.
@@ -114,7 +114,7 @@ async fn bench(env: &support::TestEnv, n: usize, concurrency: &[usize], sequenti
     for _ in 0..sequential {
         let t = Instant::now();
         mailsec_operator::checks::policy::fetch(
-            &desired[0].domain,
+            desired[0].domain.as_str(),
             &policy_host,
             options.https_port,
             options.roots.clone(),
@@ -225,7 +225,7 @@ fn publish(env: &support::TestEnv, all: &[Desired], mx: &str) {
 fn unpublish(env: &support::TestEnv, all: &[Desired], mx: &str) {
     let mut names = vec![mx.to_owned()];
     for d in all {
-        names.push(d.domain.clone());
+        names.push(d.domain.to_string());
         names.push(format!("mta-sts.{}", d.domain));
         names.extend(d.records.iter().map(|r| r.name.clone()));
     }
@@ -262,7 +262,7 @@ async fn policy_servers(all: &[Desired], pki: &Pki) -> u16 {
         let md: MailDomain = serde_json::from_value(serde_json::json!({
             "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
             "metadata": {"name": format!("md{i}"), "namespace": "bench", "uid": format!("uid-{i}")},
-            "spec": {"domain": d.domain, "mx": ["x.example"], "mtaSts": {"mode": "enforce", "maxAge": 86400}},
+            "spec": {"domain": d.domain.as_str(), "mx": ["x.example"], "mtaSts": {"mode": "enforce", "maxAge": 86400}},
             "status": {"servedPolicy": d.policy.as_ref().map(|p| p.text.clone())},
         }))
         .expect("MailDomain");

@@ -1,4 +1,5 @@
 //! mailsec-operator: publishes and verifies a domain's mail security records.
+pub mod admin;
 pub mod api;
 pub mod checks;
 pub mod cli;
@@ -6,4 +7,5 @@ pub mod controller;
 pub mod dns;
 pub mod domain;
 pub mod metrics;
+pub mod model;
 pub mod serve;

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
-use mailsec_operator::controller::reconcile::Config;
+use mailsec_operator::controller::context::Config;
 use mailsec_operator::controller::run::{self, Options};
 use support::maildomain::{condition, ready, wait_for};
 use support::{TestEnv, random_suffix};

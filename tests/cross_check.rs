@@ -8,10 +8,10 @@ use mail_auth::dmarc::{Alignment, Dmarc, Policy};
 use mail_auth::mta_sts::{MtaSts, ReportUri, TlsRpt};
 use mail_auth::spf::Spf;
 use mailsec_operator::api::MailDomainSpec;
-use mailsec_operator::controller::build::{Desired, build};
-use mailsec_operator::controller::validate::{SecretData, validate};
 use mailsec_operator::domain::dkim::{DkimRecord, PublicKey};
 use mailsec_operator::domain::tlsrpt::{ReportUri as OurUri, TlsRptRecord};
+use mailsec_operator::model::desired::{Desired, build};
+use mailsec_operator::model::validate::{SecretData, validate};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> String {

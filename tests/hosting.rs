@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use mailsec_operator::api::MailDomain;
+use mailsec_operator::controller::conditions::reason;
 use mailsec_operator::controller::hosting::{
     self, CERT_MANAGER_GROUP, ConditionStatus, FIELD_MANAGER, HostingConfig,
 };
@@ -114,7 +115,7 @@ async fn ingress_service_and_certificate_follow_the_spec() {
         ConditionStatus::Unknown,
         "{cert_state:?}"
     );
-    assert_eq!(cert_state.reason, hosting::REASON_PENDING);
+    assert_eq!(cert_state.reason, reason::CERTIFICATE_PENDING);
 
     let ing = ingresses.get(&object).await.expect("Ingress");
     let owners = ing.owner_references();
@@ -398,7 +399,7 @@ async fn objects_of_others_are_left_alone() {
     let state = out.certificate.clone().expect("state");
     assert_eq!(
         (state.status, state.reason.as_str()),
-        (ConditionStatus::False, hosting::REASON_CONFLICT)
+        (ConditionStatus::False, reason::CERTIFICATE_CONFLICT)
     );
     assert_eq!(out.writes, 1, "only our Service: {out:?}");
     assert_eq!(
@@ -440,7 +441,7 @@ async fn a_missing_certificate_api_says_install_cert_manager() {
     let state = out.certificate.clone().expect("state");
     assert_eq!(
         (state.status, state.reason.as_str()),
-        (ConditionStatus::False, hosting::REASON_CRD_MISSING),
+        (ConditionStatus::False, reason::CERTIFICATE_CRD_MISSING),
         "{state:?}"
     );
     assert!(state.message.contains("install cert-manager"), "{state:?}");

@@ -1,6 +1,7 @@
 //! `DNSProvider` (namespaced) and `ClusterDNSProvider` (cluster-wide): where and how records are
 //! written, in the manner of cert-manager's Issuer and ClusterIssuer.
 
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ use super::patterns::HOST;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
+#[x_kube(validation = settings_block_rule())]
 pub struct DNSProviderSpec {
     #[serde(flatten)]
     pub settings: ProviderSettings,
@@ -69,6 +70,44 @@ pub struct ProviderSettings {
 pub enum ProviderType {
     Rfc2136,
     Manual,
+}
+
+impl ProviderType {
+    pub const ALL: [ProviderType; 2] = [ProviderType::Rfc2136, ProviderType::Manual];
+
+    /// The `type` value, which also names the type's settings block.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Rfc2136 => "rfc2136",
+            ProviderType::Manual => "manual",
+        }
+    }
+
+    /// Whether the type takes a settings block (named like the type).
+    fn has_settings(self) -> bool {
+        !matches!(self, ProviderType::Manual)
+    }
+}
+
+/// The CEL rule on both provider kinds (they flatten [`ProviderSettings`]): a type's settings
+/// block is there exactly when that type is chosen.
+fn settings_block_rule() -> Rule {
+    let with_settings: Vec<&str> = ProviderType::ALL
+        .into_iter()
+        .filter(|t| t.has_settings())
+        .map(ProviderType::as_str)
+        .collect();
+    let rule = with_settings
+        .iter()
+        .map(|t| format!("(self.type == '{t}') == has(self.{t})"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let message = with_settings
+        .iter()
+        .map(|t| format!("{t} settings are required when type is {t}, and only then"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Rule::new(rule).message(kube::core::Message::Message(message))
 }
 
 /// What the operator may change in DNS.
@@ -149,7 +188,7 @@ pub struct SecretKeyRef {
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(self.type == 'rfc2136') == has(self.rfc2136)").message("rfc2136 settings are required when type is rfc2136, and only then"))]
+#[x_kube(validation = settings_block_rule())]
 pub struct ClusterDNSProviderSpec {
     #[serde(flatten)]
     pub settings: ProviderSettings,

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::patterns::{HOST, MX_PATTERN, SELECTOR};
 
+/// A MailDomain as watched: one that does not deserialize is reported, and does not stop the
+/// watch for the others.
+pub type Guarded = kube::core::DeserializeGuard<MailDomain>;
+
 /// The desired mail security of one domain: which records to publish (MTA-STS, TLS-RPT, SPF,
 /// DMARC, DKIM, BIMI), through which DNS provider, and how the MTA-STS policy is hosted.
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicate.

@@ -12,14 +12,15 @@ use super::dns::Dns;
 use super::policy::{self, FetchError};
 use super::smtp;
 use super::spf;
-use crate::controller::build::Desired;
 use crate::domain::bimi::BimiRecord;
 use crate::domain::dkim::DkimRecord;
 use crate::domain::dmarc::DmarcRecord;
-use crate::domain::mtasts::{Mode, Policy, StsRecord};
+use crate::domain::mtasts::{Mode, Policy, StsRecord, policy_host};
+use crate::domain::name::DomainName;
 use crate::domain::record::RecordKind;
 use crate::domain::spf::SpfRecord;
 use crate::domain::tlsrpt::TlsRptRecord;
+use crate::model::desired::Desired;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +76,8 @@ fn finding(
 /// Runs every check that applies. With `expect`, records and policy must equal it, and only
 /// the kinds it enables are checked; without, the MTA-STS, TLS-RPT, SPF and DMARC records must
 /// exist and be valid.
-pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) -> Vec<Finding> {
+pub async fn check(name: &DomainName, expect: Option<&Desired>, options: &Options) -> Vec<Finding> {
+    let domain = name.as_str();
     let dns = match Dns::new(options.resolver) {
         Ok(d) => d,
         Err(e) => return vec![finding("DNS", domain, Outcome::Fail, "ResolverError", e)],
@@ -88,7 +90,7 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
     if wants(RecordKind::MtaSts) {
         let f = txt_record(
             &dns,
-            &format!("_mta-sts.{domain}"),
+            &RecordKind::MtaSts.owner(name, ""),
             RecordKind::MtaSts,
             expected(RecordKind::MtaSts).map(|r| r.value.as_str()),
             |v| StsRecord::parse(v).map(|_| ()).map_err(|e| e.to_string()),
@@ -97,8 +99,8 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
         findings.push(f);
         let (policy_findings, served) = policy_check(
             &dns,
-            domain,
-            expect.and_then(|d| d.policy.as_ref().map(|p| p.text.as_str())),
+            name,
+            expect.and_then(|d| d.policy.as_ref().map(|p| &p.policy)),
             options,
         )
         .await;
@@ -106,7 +108,7 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
         let patterns = served.or_else(|| {
             expect
                 .and_then(|d| d.policy.as_ref())
-                .and_then(|p| Policy::parse(&p.text).ok().map(|p| p.value))
+                .map(|p| p.policy.clone())
         });
         // One MX lookup serves both the coverage and the STARTTLS checks.
         let mx = dns.mx(domain).await;
@@ -115,22 +117,22 @@ pub async fn check(domain: &str, expect: Option<&Desired>, options: &Options) ->
         }
         findings.extend(smtp_tls(&dns, domain, &mx, options).await);
     }
-    let kinds: [(RecordKind, &str, Parser); 3] = [
-        (RecordKind::TlsRpt, "_smtp._tls.", |v| {
+    let kinds: [(RecordKind, Parser); 3] = [
+        (RecordKind::TlsRpt, |v| {
             TlsRptRecord::parse(v)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }),
-        (RecordKind::Spf, "", |v| {
+        (RecordKind::Spf, |v| {
             SpfRecord::parse(v).map(|_| ()).map_err(|e| e.to_string())
         }),
-        (RecordKind::Dmarc, "_dmarc.", |v| {
+        (RecordKind::Dmarc, |v| {
             DmarcRecord::parse(v).map(|_| ()).map_err(|e| e.to_string())
         }),
     ];
-    for (kind, prefix, parse) in kinds {
+    for (kind, parse) in kinds {
         if wants(kind) {
-            let name = format!("{prefix}{domain}");
+            let name = kind.owner(name, "");
             let f = txt_record(
                 &dns,
                 &name,
@@ -223,11 +225,11 @@ async fn txt_record(
 /// Fetches and checks the policy; returns the findings and the policy when it could be read.
 async fn policy_check(
     dns: &Dns,
-    domain: &str,
-    expected: Option<&str>,
+    domain: &DomainName,
+    expected: Option<&Policy>,
     options: &Options,
 ) -> (Vec<Finding>, Option<Policy>) {
-    let host = format!("mta-sts.{domain}");
+    let host = policy_host(domain);
     let check = "MTA-STS policy";
     let fail = |reason, message: String| {
         (
@@ -240,7 +242,7 @@ async fn policy_check(
         Err(e) => return fail("LookupFailed", e.to_string()),
     };
     let fetched = match policy::fetch(
-        domain,
+        domain.as_str(),
         &addrs,
         options.https_port,
         options.roots.clone(),
@@ -308,8 +310,8 @@ async fn policy_check(
             warning.clone(),
         ));
     }
-    match expected.and_then(|t| Policy::parse(t).ok()) {
-        Some(want) if want.value != parsed.value => findings.push(finding(
+    match expected {
+        Some(want) if *want != parsed.value => findings.push(finding(
             check,
             &host,
             Outcome::Fail,
@@ -319,9 +321,9 @@ async fn policy_check(
                 parsed.value.mode,
                 list(&parsed.value),
                 parsed.value.max_age,
-                want.value.mode,
-                list(&want.value),
-                want.value.max_age
+                want.mode,
+                list(want),
+                want.max_age
             ),
         )),
         _ => findings.push(finding(

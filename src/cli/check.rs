@@ -53,10 +53,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => None,
         Some(file) => {
             let all = super::render::desired_from_files(std::slice::from_ref(file))?;
-            let found = all
-                .into_iter()
-                .map(|(_, d)| d)
-                .find(|d| d.domain == domain.as_str());
+            let found = all.into_iter().map(|(_, d)| d).find(|d| d.domain == domain);
             Some(found.ok_or_else(|| format!("{file} has no MailDomain for {domain}"))?)
         }
     };
@@ -70,7 +67,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let findings = runtime.block_on(run::check(domain.as_str(), expect.as_ref(), &options));
+    let findings = runtime.block_on(run::check(&domain, expect.as_ref(), &options));
     let mut out = std::io::stdout().lock();
     match args.output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?,

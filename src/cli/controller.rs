@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use crate::controller::context::Config;
 use crate::controller::hosting::HostingConfig;
-use crate::controller::reconcile::Config;
 use crate::controller::run::{self, Options};
 use crate::controller::verify;
 use crate::serve::tls::Source;

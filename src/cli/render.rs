@@ -9,12 +9,48 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::core::v1::Secret;
 
+use serde::Serialize;
+
 use crate::api::MailDomain;
-use crate::controller::build::{self, Desired};
-use crate::controller::validate::{self, FieldError, SecretData};
 use crate::domain::mtasts::WELL_KNOWN_PATH;
+use crate::model::desired::{self as build, Desired};
+use crate::model::validate::{self, FieldError, SecretData};
 
 const API_VERSION: &str = "mailsec.io/v1alpha1";
+
+/// The JSON shape of `mailsec render --output json`.
+#[derive(Debug, Serialize)]
+struct RenderedDomain<'a> {
+    domain: &'a str,
+    records: Vec<RenderedRecord<'a>>,
+    policy: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct RenderedRecord<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    record_type: &'static str,
+    ttl: u32,
+    value: &'a str,
+}
+
+fn rendered(desired: &Desired) -> RenderedDomain<'_> {
+    RenderedDomain {
+        domain: desired.domain.as_str(),
+        records: desired
+            .records
+            .iter()
+            .map(|r| RenderedRecord {
+                name: &r.name,
+                record_type: "TXT",
+                ttl: r.ttl,
+                value: &r.value,
+            })
+            .collect(),
+        policy: desired.policy.as_ref().map(|p| p.text.as_str()),
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
@@ -69,7 +105,7 @@ pub fn run(args: &RenderArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => {
-            let rendered: Vec<_> = domains.iter().map(|(_, d)| d.rendered()).collect();
+            let rendered: Vec<_> = domains.iter().map(|(_, d)| rendered(d)).collect();
             writeln!(out, "{}", serde_json::to_string_pretty(&rendered)?)?;
         }
         Output::Text => {

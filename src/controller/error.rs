@@ -1,52 +1,135 @@
-//! Reconcile errors. `category()` is stable: it names the error metric label, the event reason
-//! and the condition reason.
+//! A reconcile's errors: each stage's own error, wrapped with the stage it came from.
+//! `category()` is stable: it names the error metric label, the event reason and the
+//! condition reason.
 
 use crate::dns::DnsError;
+use crate::model::validate::Invalid;
+
+use super::dereference;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    InvalidSpec(String),
+    /// The object does not deserialize as a MailDomain.
     #[error("{0}")]
     InvalidObject(String),
-    #[error("{0}")]
-    DomainConflict(String),
-    #[error("{0}")]
-    ProviderNotFound(String),
-    #[error("{0}")]
-    ProviderNotAllowed(String),
-    #[error("{0}")]
-    SecretNotFound(String),
     #[error(transparent)]
-    Dns(#[from] DnsError),
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    Dereference(#[from] dereference::Error),
+    #[error(transparent)]
+    InvalidSpec(#[from] Invalid),
+    /// Writing the policy host objects (Ingress, Service, Certificate).
+    #[error("policy host objects: Kubernetes API: {0}")]
+    Hosting(#[source] kube::Error),
+    #[error("{provider}: {source}")]
+    Dns {
+        provider: &'static str,
+        source: DnsError,
+    },
+    #[error("writing status: Kubernetes API: {0}")]
+    Status(#[source] kube::Error),
+    #[error("updating the finalizer: Kubernetes API: {0}")]
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
+    /// Every category an error can have.
+    pub const CATEGORIES: [&str; 15] = [
+        "InvalidObject",
+        "InvalidSpec",
+        "DomainConflict",
+        "ProviderNotFound",
+        "ProviderNotAllowed",
+        "SecretNotFound",
+        "KubernetesError",
+        "DNSUnreachable",
+        "DNSAuthFailed",
+        "DNSRefused",
+        "DNSZoneNotFound",
+        "DNSRateLimited",
+        "DNSConcurrentChange",
+        "DNSServerError",
+        "DNSProviderInvalid",
+    ];
+
     pub fn category(&self) -> &'static str {
         match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidObject(_) => "InvalidObject",
-            Error::DomainConflict(_) => "DomainConflict",
-            Error::ProviderNotFound(_) => "ProviderNotFound",
-            Error::ProviderNotAllowed(_) => "ProviderNotAllowed",
-            Error::SecretNotFound(_) => "SecretNotFound",
-            Error::Dns(e) => e.category(),
-            Error::Kube(_) => "KubernetesError",
+            Error::Dereference(e) => e.category(),
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Dns { source, .. } => source.category(),
+            Error::Hosting(_) | Error::Status(_) | Error::Finalizer(_) => "KubernetesError",
         }
     }
 
     /// Errors the user must fix; retrying on a timer does not help (a watch event will).
     pub fn needs_user(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidSpec(_)
-                | Error::InvalidObject(_)
-                | Error::DomainConflict(_)
-                | Error::ProviderNotFound(_)
-                | Error::ProviderNotAllowed(_)
-                | Error::SecretNotFound(_)
-        )
+        match self {
+            Error::InvalidObject(_) | Error::InvalidSpec(_) => true,
+            Error::Dereference(e) => e.needs_user(),
+            Error::Hosting(_) | Error::Dns { .. } | Error::Status(_) | Error::Finalizer(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::validate::FieldError;
+
+    #[test]
+    fn every_error_has_a_listed_category() {
+        let kube = || kube::Error::LinesCodecMaxLineLengthExceeded;
+        let dns = [
+            DnsError::Unreachable(String::new()),
+            DnsError::Auth(String::new()),
+            DnsError::Refused(String::new()),
+            DnsError::ZoneNotFound(String::new()),
+            DnsError::RateLimited {
+                retry_after: None,
+                detail: String::new(),
+            },
+            DnsError::ConcurrentChange(String::new()),
+            DnsError::Server(String::new()),
+            DnsError::Config(String::new()),
+        ];
+        let mut all = vec![
+            Error::InvalidObject(String::new()),
+            Error::InvalidSpec(Invalid(vec![FieldError {
+                path: "spec.domain".into(),
+                message: "x".into(),
+            }])),
+            Error::Hosting(kube()),
+            Error::Status(kube()),
+            Error::Finalizer(kube()),
+            Error::Dereference(dereference::Error::DomainConflict(String::new())),
+            Error::Dereference(dereference::Error::ProviderNotFound(String::new())),
+            Error::Dereference(dereference::Error::ProviderNotAllowed(String::new())),
+            Error::Dereference(dereference::Error::SecretNotFound(String::new())),
+            Error::Dereference(dereference::Error::SecretUnavailable(String::new())),
+            Error::Dereference(dereference::Error::Kube(kube())),
+        ];
+        for source in dns {
+            all.push(Error::Dereference(dereference::Error::Dns {
+                provider: "p".into(),
+                source: source.clone(),
+            }));
+            all.push(Error::Dns {
+                provider: "p",
+                source,
+            });
+        }
+        let mut seen: Vec<&str> = all.iter().map(Error::category).collect();
+        seen.sort();
+        seen.dedup();
+        let mut listed = Error::CATEGORIES.to_vec();
+        listed.sort();
+        assert_eq!(seen, listed);
+        assert!(Error::InvalidSpec(Invalid(vec![])).needs_user());
+        assert!(
+            !Error::Dns {
+                provider: "p",
+                source: DnsError::Server(String::new())
+            }
+            .needs_user()
+        );
     }
 }

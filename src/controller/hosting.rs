@@ -12,7 +12,7 @@
 //!   server's own namespace the Ingress uses its Service directly and no Service is created.
 //! - `policyHost.certificate`: a cert-manager `cert-manager.io/v1` Certificate for
 //!   `mta-sts.<domain>` writing that same TLS Secret. Its `Ready` condition becomes the
-//!   MailDomain's [`CERTIFICATE_READY`] condition. Without a certificate the Secret is yours to
+//!   MailDomain's `CertificateReady` condition. Without a certificate the Secret is yours to
 //!   provide (or the ingress controller's default certificate applies).
 //! - `policyHost.external`: nothing is created; only a requested Certificate.
 //!
@@ -37,19 +37,13 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use super::reconcile::FIELD_MANAGER;
+pub use super::conditions::Status as ConditionStatus;
+use super::conditions::reason;
+pub use super::context::FIELD_MANAGER;
 use crate::api::{IssuerRef, MailDomain, PolicyHostSpec};
 use crate::domain::mtasts::WELL_KNOWN_PATH;
 use crate::domain::name::DomainName;
 
-/// The MailDomain condition that mirrors the Certificate's `Ready` condition.
-pub const CERTIFICATE_READY: &str = "CertificateReady";
-/// Reason of [`CERTIFICATE_READY`] when the cert-manager API is not installed.
-pub const REASON_CRD_MISSING: &str = "CertificateCRDMissing";
-/// Reason of [`CERTIFICATE_READY`] while cert-manager has not reported on the Certificate.
-pub const REASON_PENDING: &str = "Pending";
-/// Reason of [`CERTIFICATE_READY`] when a Certificate of that name belongs to someone else.
-pub const REASON_CONFLICT: &str = "CertificateConflict";
 /// The API group of cert-manager's issuers and certificates.
 pub const CERT_MANAGER_GROUP: &str = "cert-manager.io";
 
@@ -72,25 +66,7 @@ pub struct HostingConfig {
     pub cluster_domain: String,
 }
 
-/// Status of a condition as Kubernetes spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConditionStatus {
-    True,
-    False,
-    Unknown,
-}
-
-impl ConditionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConditionStatus::True => "True",
-            ConditionStatus::False => "False",
-            ConditionStatus::Unknown => "Unknown",
-        }
-    }
-}
-
-/// What [`CERTIFICATE_READY`] should say: cert-manager's own `Ready` status, reason and
+/// What `CertificateReady` should say: cert-manager's own `Ready` status, reason and
 /// message where there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateState {
@@ -102,7 +78,7 @@ pub struct CertificateState {
 /// The outcome of [`ensure`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hosting {
-    /// `None` when no Certificate is requested (remove the [`CERTIFICATE_READY`] condition).
+    /// `None` when no Certificate is requested (remove the `CertificateReady` condition).
     pub certificate: Option<CertificateState>,
     /// Objects with our names that this MailDomain does not control: left untouched.
     pub conflicts: Vec<String>,
@@ -323,7 +299,7 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
         .any(|r: &OwnerReference| r.uid == uid && r.controller == Some(true))
 }
 
-/// [`CERTIFICATE_READY`] from a live Certificate: its `Ready` condition, `Unknown` while
+/// `CertificateReady` from a live Certificate: its `Ready` condition, `Unknown` while
 /// cert-manager has not looked at the current generation.
 pub fn certificate_state(live: &DynamicObject) -> CertificateState {
     let name = format!(
@@ -342,7 +318,7 @@ pub fn certificate_state(live: &DynamicObject) -> CertificateState {
     let Some(ready) = ready else {
         return CertificateState {
             status: ConditionStatus::Unknown,
-            reason: REASON_PENDING.to_owned(),
+            reason: reason::CERTIFICATE_PENDING.to_owned(),
             message: format!(
                 "cert-manager has not reported on Certificate {name} yet (is cert-manager running?)"
             ),
@@ -355,7 +331,7 @@ pub fn certificate_state(live: &DynamicObject) -> CertificateState {
     {
         return CertificateState {
             status: ConditionStatus::Unknown,
-            reason: REASON_PENDING.to_owned(),
+            reason: reason::CERTIFICATE_PENDING.to_owned(),
             message: format!(
                 "cert-manager has not processed the current spec of Certificate {name} yet"
             ),
@@ -367,7 +343,7 @@ pub fn certificate_state(live: &DynamicObject) -> CertificateState {
         _ => ConditionStatus::Unknown,
     };
     let reason = match text("reason") {
-        "" => REASON_PENDING.to_owned(),
+        "" => reason::CERTIFICATE_PENDING.to_owned(),
         r => r.to_owned(),
     };
     let message = match text("message") {
@@ -384,7 +360,7 @@ pub fn certificate_state(live: &DynamicObject) -> CertificateState {
 fn crd_missing(namespace: &str) -> CertificateState {
     CertificateState {
         status: ConditionStatus::False,
-        reason: REASON_CRD_MISSING.to_owned(),
+        reason: reason::CERTIFICATE_CRD_MISSING.to_owned(),
         message: format!(
             "the cert-manager.io/v1 Certificate API is not served, so no Certificate can be \
              created in {namespace}: install cert-manager (https://cert-manager.io/docs/installation/)"
@@ -560,7 +536,7 @@ pub async fn ensure_with(
         Ok(Synced::Conflict) => {
             out.certificate = Some(CertificateState {
                 status: ConditionStatus::False,
-                reason: REASON_CONFLICT.to_owned(),
+                reason: reason::CERTIFICATE_CONFLICT.to_owned(),
                 message: format!(
                     "Certificate {ns}/{name} exists and is not controlled by this MailDomain"
                 ),
@@ -892,7 +868,7 @@ mod tests {
         let s = certificate_state(&stale);
         assert_eq!(
             (s.status, s.reason.as_str()),
-            (ConditionStatus::Unknown, REASON_PENDING)
+            (ConditionStatus::Unknown, reason::CERTIFICATE_PENDING)
         );
 
         let fresh = live_certificate(Value::Null, 1);
@@ -903,7 +879,7 @@ mod tests {
         let s = crd_missing("mail");
         assert_eq!(
             (s.status, s.reason.as_str()),
-            (ConditionStatus::False, REASON_CRD_MISSING)
+            (ConditionStatus::False, reason::CERTIFICATE_CRD_MISSING)
         );
         assert!(s.message.contains("install cert-manager"), "{}", s.message);
     }

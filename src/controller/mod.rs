@@ -1,12 +1,23 @@
-//! The reconcile pipeline: validate → build → apply → check → status. Validate and build are
-//! pure and shared with `mailsec render`.
+//! The controller: each MailDomain through the stages of [`reconcile`], in the order they run.
+//!
+//! | stage | module | output |
+//! | --- | --- | --- |
+//! | dereference | [`dereference`] | the DKIM Secrets; then the claim and the provider [`dereference::Target`] |
+//! | validate, build | [`crate::model`] (pure) | [`crate::model::desired::Desired`] and warnings |
+//! | MTA-STS rollout | [`rollout`] | [`rollout::Rollout`]: the policy to serve, the id to publish |
+//! | policy hosting | [`hosting`] | [`hosting::Hosting`]: Ingress, Service, Certificate |
+//! | DNS | [`publish`] | [`publish::Published`]: read, plan, apply |
+//! | live checks | [`verify`] | [`verify::Checked`] |
+//! | status | [`status`] (pure, then one write) | `MailDomainStatus` with [`conditions`] |
 
-pub mod build;
 pub mod conditions;
+pub mod context;
+pub mod dereference;
 pub mod error;
 pub mod hosting;
-pub mod provider;
+pub mod publish;
 pub mod reconcile;
+pub mod rollout;
 pub mod run;
-pub mod validate;
+pub mod status;
 pub mod verify;

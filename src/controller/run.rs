@@ -14,9 +14,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
+use super::context::{Config, Context};
 use super::hosting;
-use super::reconcile::{self, Config, Context, Guarded};
-use crate::api::{ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind};
+use super::reconcile;
+use crate::api::{ClusterDNSProvider, DNSProvider, Guarded, MailDomain, ProviderKind};
 use crate::metrics::Metrics;
 
 /// Process-level settings.
@@ -61,7 +62,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(options.admin_addr)
         .await
         .map_err(|e| RunError::Admin(options.admin_addr, e))?;
-    tokio::spawn(crate::serve::admin::serve(
+    tokio::spawn(crate::admin::serve(
         listener,
         ready.clone(),
         Some(metrics.clone()),

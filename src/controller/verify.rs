@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 
-use super::conditions;
+use super::conditions::{self, Report, Status, Type, reason};
+use crate::api::MailDomainStatus;
 use crate::checks::run::{Finding, Options, Outcome};
+use crate::domain::name::DomainName;
+use crate::model::desired::Desired;
 
 /// How the controller runs the checks.
 #[derive(Clone, Debug)]
@@ -23,74 +26,104 @@ pub struct Settings {
 pub const RETRY: Duration = Duration::from_secs(60);
 
 /// Each condition and the checks it summarises.
-pub const GROUPS: [(&str, &[&str]); 7] = [
-    ("MTASTSVerified", &["MTA-STS", "MTA-STS policy"]),
-    ("TLSRPTVerified", &["TLS-RPT"]),
-    ("MXCovered", &["MX coverage"]),
-    ("SMTPTLSVerified", &["SMTP TLS"]),
-    ("SPFVerified", &["SPF", "SPF lookups"]),
-    ("DMARCVerified", &["DMARC"]),
-    ("DKIMVerified", &["DKIM"]),
+pub const GROUPS: [(Type, &[&str]); 7] = [
+    (Type::MtaStsVerified, &["MTA-STS", "MTA-STS policy"]),
+    (Type::TlsRptVerified, &["TLS-RPT"]),
+    (Type::MxCovered, &["MX coverage"]),
+    (Type::SmtpTlsVerified, &["SMTP TLS"]),
+    (Type::SpfVerified, &["SPF", "SPF lookups"]),
+    (Type::DmarcVerified, &["DMARC"]),
+    (Type::DkimVerified, &["DKIM"]),
 ];
 
-/// Sets one condition per group that has findings (the kinds the spec enables) and removes the
-/// others. A failure makes it False with the first failure's reason; a warning alone (port 25
-/// blocked where the controller runs) makes it Unknown.
-pub fn apply(conditions: &mut Vec<Condition>, findings: &[Finding], generation: Option<i64>) {
-    for (type_, checks) in GROUPS {
-        let mine: Vec<&Finding> = findings
-            .iter()
-            .filter(|f| checks.contains(&f.check))
-            .collect();
-        if mine.is_empty() {
-            conditions.retain(|c| c.type_ != type_);
-            continue;
-        }
-        let describe = |fs: &[&&Finding]| {
-            fs.iter()
-                .map(|f| format!("{}: {}", f.subject, f.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        let failed: Vec<&&Finding> = mine.iter().filter(|f| f.outcome == Outcome::Fail).collect();
-        let warned: Vec<&&Finding> = mine.iter().filter(|f| f.outcome == Outcome::Warn).collect();
-        if let Some(first) = failed.first() {
-            conditions::set(
-                conditions,
-                type_,
-                false,
-                first.reason,
-                describe(&failed),
-                generation,
-            );
-        } else if let Some(first) = warned
-            .first()
-            .filter(|_| mine.iter().all(|f| f.outcome != Outcome::Pass))
-        {
-            conditions::set_unknown(
-                conditions,
-                type_,
-                first.reason,
-                describe(&warned),
-                generation,
-            );
-        } else {
-            let all: Vec<&&Finding> = mine.iter().collect();
-            conditions::set(
-                conditions,
-                type_,
-                true,
-                "Verified",
-                describe(&all),
-                generation,
-            );
-        }
+/// The stage's output: what the checks found, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub findings: Vec<Finding>,
+    pub at: Timestamp,
+}
+
+/// When the checks of a MailDomain run next after the previous pass: the interval, or
+/// [`RETRY`] while one of them fails (right after a change, resolvers may still serve what
+/// they cached before it), spread by the object's uid.
+pub fn next_in(settings: &Settings, previous: &MailDomainStatus, uid: &str) -> Duration {
+    let failing = GROUPS
+        .iter()
+        .any(|(t, _)| conditions::status_of(&previous.conditions, *t) == Some(Status::False));
+    let interval = if failing {
+        settings.interval.min(RETRY)
+    } else {
+        settings.interval
+    };
+    jittered(interval, uid)
+}
+
+/// Whether the checks are due: after a change, for a new generation, or once `next` passed.
+pub fn due(
+    previous: &MailDomainStatus,
+    generation: Option<i64>,
+    changed: bool,
+    next: Duration,
+    now: Timestamp,
+) -> bool {
+    changed
+        || previous.observed_generation != generation
+        || previous
+            .last_checked
+            .as_ref()
+            .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= next)
+}
+
+/// Runs the checks of `domain` against `expect` (what this pass published), holding one of
+/// the bounded permits shared by all MailDomains.
+pub async fn run(settings: &Settings, expect: &Desired, now: Timestamp) -> Checked {
+    let _permit = settings.limit.acquire().await;
+    let domain: &DomainName = &expect.domain;
+    Checked {
+        findings: crate::checks::run::check(domain, Some(expect), &settings.options).await,
+        at: now,
     }
 }
 
-/// Whether a condition type is one of the verification conditions.
-pub fn is_verification(type_: &str) -> bool {
-    GROUPS.iter().any(|(t, _)| *t == type_)
+/// One report per group: `None` (remove the condition) when the spec does not enable it, so
+/// it has no findings. A failure makes it False with the first failure's reason; a warning
+/// alone (port 25 blocked where the controller runs) makes it Unknown.
+pub fn reports(findings: &[Finding]) -> Vec<(Type, Option<Report>)> {
+    GROUPS
+        .iter()
+        .map(|(type_, checks)| {
+            let mine: Vec<&Finding> = findings
+                .iter()
+                .filter(|f| checks.contains(&f.check))
+                .collect();
+            (*type_, report(*type_, &mine))
+        })
+        .collect()
+}
+
+fn report(type_: Type, mine: &[&Finding]) -> Option<Report> {
+    let describe = |fs: &[&&Finding]| {
+        fs.iter()
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if mine.is_empty() {
+        return None;
+    }
+    let failed: Vec<&&Finding> = mine.iter().filter(|f| f.outcome == Outcome::Fail).collect();
+    let warned: Vec<&&Finding> = mine.iter().filter(|f| f.outcome == Outcome::Warn).collect();
+    Some(if let Some(first) = failed.first() {
+        Report::new(type_, Status::False, first.reason, describe(&failed))
+    } else if let Some(first) = warned
+        .first()
+        .filter(|_| mine.iter().all(|f| f.outcome != Outcome::Pass))
+    {
+        Report::new(type_, Status::Unknown, first.reason, describe(&warned))
+    } else {
+        let all: Vec<&&Finding> = mine.iter().collect();
+        Report::new(type_, Status::True, reason::VERIFIED, describe(&all))
+    })
 }
 
 /// The interval stretched or shrunk by up to a tenth, so checks of many domains spread out.
@@ -114,6 +147,20 @@ mod tests {
             outcome,
             reason,
             message: reason.into(),
+        }
+    }
+
+    /// The old interface of these tests: findings applied to a condition list.
+    fn apply(
+        c: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        findings: &[Finding],
+        generation: Option<i64>,
+    ) {
+        for (type_, report) in reports(findings) {
+            match report {
+                Some(r) => conditions::set(c, r, generation, Timestamp::now()),
+                None => conditions::remove(c, type_),
+            }
         }
     }
 

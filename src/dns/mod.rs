@@ -1,25 +1,39 @@
-//! DNS: the provider-agnostic plan, ownership markers, and the providers.
+//! DNS: the provider-agnostic plan, ownership markers, and the backends that read and write a
+//! provider's zones behind one trait ([`backend::DnsBackend`]); [`registry`] maps a
+//! `DNSProvider`'s type to its backend.
 
+pub mod backend;
+pub mod memory;
 pub mod ownership;
 pub mod plan;
-pub mod provider;
+pub mod registry;
 pub mod rfc2136;
 
-use hickory_proto::op::ResponseCode;
+use std::time::Duration;
 
-/// Why a DNS read or write failed. `category()` is stable: it names metrics and event reasons.
+/// Why a DNS read or write failed, in terms every provider shares; the backend puts its own
+/// details (server, API error, what to check) in the text. `category()` is stable: it names
+/// metrics, event and condition reasons.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     #[error("DNS server unreachable: {0}")]
     Unreachable(String),
-    #[error(
-        "the DNS server refused the TSIG signature ({0}): check the key name, algorithm and secret"
-    )]
+    /// The credentials were refused (a TSIG signature, an API token).
+    #[error("authentication failed: {0}")]
     Auth(String),
-    #[error(
-        "the DNS server refused the request ({0}): check that the zone exists there and that the key may update it"
-    )]
+    /// The credentials are valid but may not make this change.
+    #[error("permission denied: {0}")]
     Refused(String),
+    #[error("zone not found: {0}")]
+    ZoneNotFound(String),
+    #[error("rate limited{}: {detail}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    /// Someone changed the RRset between our read and our write; nothing of ours was written.
+    #[error("concurrent change: {0}")]
+    ConcurrentChange(String),
     #[error("the DNS server failed: {0}")]
     Server(String),
     #[error("invalid provider settings: {0}")]
@@ -32,36 +46,19 @@ impl DnsError {
             DnsError::Unreachable(_) => "DNSUnreachable",
             DnsError::Auth(_) => "DNSAuthFailed",
             DnsError::Refused(_) => "DNSRefused",
+            DnsError::ZoneNotFound(_) => "DNSZoneNotFound",
+            DnsError::RateLimited { .. } => "DNSRateLimited",
+            DnsError::ConcurrentChange(_) => "DNSConcurrentChange",
             DnsError::Server(_) => "DNSServerError",
             DnsError::Config(_) => "DNSProviderInvalid",
         }
     }
 
-    fn from_rcode(code: ResponseCode, what: &str) -> DnsError {
-        match code {
-            ResponseCode::NotAuth
-            | ResponseCode::BADSIG
-            | ResponseCode::BADKEY
-            | ResponseCode::BADTIME => DnsError::Auth(format!("{what}: {code}")),
-            ResponseCode::Refused | ResponseCode::NotZone => {
-                DnsError::Refused(format!("{what}: {code}"))
-            }
-            other => DnsError::Server(format!("{what}: {other}")),
-        }
-    }
-
-    /// A transport-level failure; a TSIG failure shows up here when the server's answer cannot
-    /// be verified.
-    fn from_net(server: &std::net::SocketAddr, message: String) -> DnsError {
-        let lower = message.to_ascii_lowercase();
-        if lower.contains("tsig")
-            || lower.contains("signature")
-            || lower.contains("notauth")
-            || lower.contains("badsig")
-        {
-            DnsError::Auth(format!("{server}: {message}"))
-        } else {
-            DnsError::Unreachable(format!("{server}: {message}"))
+    /// How long the provider asked us to wait, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DnsError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }

@@ -225,6 +225,34 @@ fn plan_record(
     State::Pending
 }
 
+/// The RRsets at every name `operations` touch once they are applied to `current`: what a
+/// provider that replaces whole RRsets writes. Foreign values stay as they are, in their order;
+/// an emptied name maps to an empty RRset (delete it). A new RRset takes the TTL of its first
+/// added value; an existing one keeps its own.
+pub fn rrsets_after(current: &Current, operations: &[Operation]) -> BTreeMap<String, RRset> {
+    let mut after: BTreeMap<String, RRset> = BTreeMap::new();
+    for op in operations {
+        let name = match op {
+            Operation::Add { name, .. } | Operation::Remove { name, .. } => name,
+        };
+        let rrset = after
+            .entry(name.clone())
+            .or_insert_with(|| current.get(name).cloned().unwrap_or_default());
+        match op {
+            Operation::Add { ttl, value, .. } => {
+                if rrset.values.is_empty() {
+                    rrset.ttl = *ttl;
+                }
+                if !rrset.values.contains(value) {
+                    rrset.values.push(value.clone());
+                }
+            }
+            Operation::Remove { value, .. } => rrset.values.retain(|v| v != value),
+        }
+    }
+    after
+}
+
 fn marker_op(record: &TxtRecord, s: &Settings) -> Operation {
     Operation::Add {
         name: marker_name(&record.name),
@@ -236,6 +264,49 @@ fn marker_op(record: &TxtRecord, s: &Settings) -> Operation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rrsets_after_keeps_foreign_values_and_their_ttl() {
+        let mut current = Current::new();
+        current.insert(
+            "example.com".into(),
+            RRset {
+                ttl: 900,
+                values: vec!["google-site-verification=x".into(), "v=spf1 -all".into()],
+            },
+        );
+        let ops = [
+            Operation::Remove {
+                name: "example.com".into(),
+                value: "v=spf1 -all".into(),
+            },
+            Operation::Add {
+                name: "example.com".into(),
+                ttl: 300,
+                value: "v=spf1 mx -all".into(),
+            },
+            Operation::Add {
+                name: "_dmarc.example.com".into(),
+                ttl: 300,
+                value: "v=DMARC1; p=none".into(),
+            },
+            Operation::Remove {
+                name: "gone.example.com".into(),
+                value: "v=DMARC1; p=none".into(),
+            },
+        ];
+        let after = rrsets_after(&current, &ops);
+        assert_eq!(
+            after["example.com"],
+            RRset {
+                ttl: 900,
+                values: vec!["google-site-verification=x".into(), "v=spf1 mx -all".into()]
+            }
+        );
+        assert_eq!(after["_dmarc.example.com"].ttl, 300);
+        assert!(after["gone.example.com"].values.is_empty());
+        assert_eq!(after.len(), 3, "names without operations are not listed");
+    }
 
     fn rec(name: &str, kind: RecordKind, value: &str) -> TxtRecord {
         TxtRecord {

@@ -16,8 +16,13 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
+use futures_util::future::BoxFuture;
+
 use super::DnsError;
+use super::backend::{DnsBackend, SecretError, SecretSource};
 use super::plan::{Current, Operation, RRset};
+use super::registry::ConnectError;
+use crate::api::{Rfc2136Spec, TsigAlgorithm as SpecAlgorithm};
 use crate::domain::txt;
 
 /// TSIG algorithms we accept, by their RFC 8945 names.
@@ -52,6 +57,36 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const FUDGE_SECONDS: u16 = 300;
 
 impl Rfc2136 {
+    /// The backend for a provider's `rfc2136` settings: the server resolved, the TSIG secret
+    /// read from its Secret and base64-decoded.
+    pub async fn from_spec(
+        spec: &Rfc2136Spec,
+        secrets: &dyn SecretSource,
+    ) -> Result<Self, ConnectError> {
+        let server = resolve_server(&spec.server)
+            .await
+            .map_err(DnsError::Unreachable)?;
+        let reference = &spec.tsig_secret_ref;
+        let bad = || {
+            SecretError::NotFound(format!(
+                "Secret {} key {} is not a base64 TSIG secret",
+                reference.name, reference.key
+            ))
+        };
+        let raw = secrets.value(reference).await?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| bad())?;
+        let algorithm = match spec.tsig_algorithm {
+            SpecAlgorithm::HmacSha256 => Algorithm::HmacSha256,
+            SpecAlgorithm::HmacSha384 => Algorithm::HmacSha384,
+            SpecAlgorithm::HmacSha512 => Algorithm::HmacSha512,
+        };
+        Ok(Rfc2136::new(server, &spec.tsig_key_name, algorithm, key)?)
+    }
+
     /// `secret` is the raw key (already base64-decoded).
     pub fn new(
         server: SocketAddr,
@@ -103,7 +138,7 @@ impl Rfc2136 {
                 })?;
             match response.metadata.response_code {
                 ResponseCode::NoError | ResponseCode::NXDomain => {}
-                code => return Err(DnsError::from_rcode(code, &format!("TXT query for {name}"))),
+                code => return Err(from_rcode(code, &format!("TXT query for {name}"))),
             }
             let mut rrset = RRset::default();
             for record in &response.answers {
@@ -148,15 +183,86 @@ impl Rfc2136 {
             .ok_or_else(|| {
                 DnsError::Unreachable(format!("{}: no answer to the update", self.server))
             })?
-            .map_err(|e| DnsError::from_net(&self.server, e.to_string()))?;
+            .map_err(|e| from_net(&self.server, e.to_string()))?;
         match response.metadata.response_code {
             ResponseCode::NoError => Ok(()),
-            code => Err(DnsError::from_rcode(
-                code,
-                &format!("update of zone {zone}"),
-            )),
+            code => Err(from_rcode(code, &format!("update of zone {zone}"))),
         }
     }
+}
+
+impl DnsBackend for Rfc2136 {
+    fn kind(&self) -> &'static str {
+        "rfc2136"
+    }
+
+    fn read<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>> {
+        Box::pin(Rfc2136::read(self, names))
+    }
+
+    /// RFC 2136 adds and deletes single values, so `current` is not needed.
+    fn apply<'a>(
+        &'a self,
+        zone: &'a str,
+        _current: &'a Current,
+        operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(Rfc2136::apply(self, zone, operations))
+    }
+}
+
+/// An error response code, with what to check.
+fn from_rcode(code: ResponseCode, what: &str) -> DnsError {
+    match code {
+        ResponseCode::NotAuth
+        | ResponseCode::BADSIG
+        | ResponseCode::BADKEY
+        | ResponseCode::BADTIME => DnsError::Auth(format!(
+            "the DNS server refused the TSIG signature ({what}: {code}): check the key name, algorithm and secret"
+        )),
+        ResponseCode::NotZone => DnsError::ZoneNotFound(format!(
+            "{what}: {code}: the server is not authoritative for that zone"
+        )),
+        ResponseCode::Refused => DnsError::Refused(format!(
+            "the DNS server refused the request ({what}: {code}): check that the zone exists there and that the key may update it"
+        )),
+        other => DnsError::Server(format!("{what}: {other}")),
+    }
+}
+
+/// A transport-level failure; a TSIG failure shows up here when the server's answer cannot be
+/// verified.
+fn from_net(server: &SocketAddr, message: String) -> DnsError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("tsig")
+        || lower.contains("signature")
+        || lower.contains("notauth")
+        || lower.contains("badsig")
+    {
+        DnsError::Auth(format!(
+            "the DNS server refused the TSIG signature ({server}: {message}): check the key name, algorithm and secret"
+        ))
+    } else {
+        DnsError::Unreachable(format!("{server}: {message}"))
+    }
+}
+
+/// `host:port`, `[v6]:port` or a bare host (port 53).
+async fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+    let has_port = server.parse::<SocketAddr>().is_ok()
+        || server
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok());
+    let with_port = if has_port {
+        server.to_owned()
+    } else {
+        format!("{server}:53")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| format!("rfc2136 server `{server}` cannot be resolved: {e}"))?
+        .next()
+        .ok_or_else(|| format!("rfc2136 server `{server}` has no address"))
 }
 
 fn fqdn(name: &str) -> Result<Name, DnsError> {

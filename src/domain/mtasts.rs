@@ -99,6 +99,11 @@ impl fmt::Display for MxPattern {
     }
 }
 
+/// The host that serves a domain's policy (RFC 8461 §3.2): `mta-sts.<domain>`.
+pub fn policy_host(domain: &DomainName) -> String {
+    domain.child("mta-sts")
+}
+
 /// An MTA-STS policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {

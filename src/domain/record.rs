@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::name::DomainName;
 use super::txt;
 
 /// The kinds of mail records. Each is identified inside an RRset by its version tag, so values
@@ -52,6 +53,19 @@ impl RecordKind {
                 head.eq_ignore_ascii_case(tag) && (rest.is_empty() || rest.starts_with(' '))
             }
             _ => head == tag && (rest.is_empty() || rest.starts_with([';', ' ', '\t'])),
+        }
+    }
+
+    /// The owner name of this kind's record for `domain`; DKIM and BIMI records sit below a
+    /// selector (`<selector>._domainkey`, `<selector>._bimi`), the others ignore it.
+    pub fn owner(self, domain: &DomainName, selector: &str) -> String {
+        match self {
+            RecordKind::MtaSts => domain.child("_mta-sts"),
+            RecordKind::TlsRpt => domain.child("_smtp._tls"),
+            RecordKind::Spf => domain.to_string(),
+            RecordKind::Dmarc => domain.child("_dmarc"),
+            RecordKind::Dkim => domain.child(&format!("{selector}._domainkey")),
+            RecordKind::Bimi => domain.child(&format!("{selector}._bimi")),
         }
     }
 

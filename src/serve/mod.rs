@@ -2,7 +2,6 @@
 //! `status.servedPolicy` from a watch cache, chosen by the Host header, and needs only read
 //! access to MailDomains; it keeps serving while the controller is down.
 
-pub mod admin;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -16,11 +15,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
-use crate::controller::reconcile::Guarded;
+use crate::api::Guarded;
 use crate::domain::mtasts::WELL_KNOWN_PATH;
 use crate::domain::name::DomainName;
+use crate::model::claim::{self, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -44,7 +44,7 @@ pub async fn run(
     let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
         .map_err(|e| ServeError::Bind(admin, e))?;
-    tokio::spawn(admin::serve(admin_listener, ready.clone(), None));
+    tokio::spawn(crate::admin::serve(admin_listener, ready.clone(), None));
     let (store, writer) = reflector::store();
     let watch = watcher(
         Api::<Guarded>::all(client.clone()),
@@ -117,7 +117,7 @@ fn not_found() -> Response {
 }
 
 /// The policy for a Host header: `mta-sts.<domain>`, any case, port ignored. When several
-/// MailDomains claim a domain, the oldest one's policy is served, as the controller decides.
+/// MailDomains claim a domain, the holder's policy is served ([`claim::holder`]).
 pub fn lookup(store: &Store<Guarded>, host: &str) -> Option<String> {
     let host = host
         .rsplit_once(':')
@@ -130,23 +130,8 @@ pub fn lookup(store: &Store<Guarded>, host: &str) -> Option<String> {
     )
     .ok()?;
     let all = store.state();
-    all.iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|md| {
-            md.metadata.deletion_timestamp.is_none()
-                || md
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.withdraw_until.is_some())
-        })
-        .filter(|md| DomainName::parse(&md.spec.domain).is_ok_and(|d| d == domain))
-        .min_by_key(|md| {
-            (
-                md.creation_timestamp().map(|t| t.0),
-                md.namespace(),
-                md.name_any(),
-            )
-        })
+    let candidates = all.iter().filter_map(|g| g.0.as_ref().ok());
+    claim::holder(candidates, &domain, Purpose::Serve)
         .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
 }
 

@@ -1,58 +1,78 @@
 //! Build: the desired DNS records and policy file of a validated configuration. Pure.
 
-use serde::Serialize;
-
 use super::validate::MailConfig;
-use crate::domain::mtasts::{PolicyId, StsRecord};
+use crate::domain::mtasts::{Policy, PolicyId, StsRecord};
+use crate::domain::name::DomainName;
 use crate::domain::record::{RecordKind, TxtRecord};
 
-/// The policy file to serve and the id that names it.
+/// A policy, its file and the id that names it: the id is derived from the file, so the three
+/// never disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyFile {
+    pub policy: Policy,
     pub text: String,
     pub id: PolicyId,
+}
+
+impl PolicyFile {
+    pub fn new(policy: Policy) -> Self {
+        PolicyFile {
+            text: policy.render(),
+            id: policy.id(),
+            policy,
+        }
+    }
 }
 
 /// Everything one MailDomain should look like from the outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    pub domain: String,
+    pub domain: DomainName,
+    /// The TTL of new records.
+    pub ttl: u32,
     pub records: Vec<TxtRecord>,
     pub policy: Option<PolicyFile>,
 }
 
-/// The JSON shape of `mailsec render --output json`.
-#[derive(Debug, Serialize)]
-pub struct RenderedDomain<'a> {
-    pub domain: &'a str,
-    pub records: Vec<RenderedRecord<'a>>,
-    pub policy: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RenderedRecord<'a> {
-    pub name: &'a str,
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
-    pub ttl: u32,
-    pub value: &'a str,
-}
-
 impl Desired {
-    pub fn rendered(&self) -> RenderedDomain<'_> {
-        RenderedDomain {
-            domain: &self.domain,
-            records: self
-                .records
-                .iter()
-                .map(|r| RenderedRecord {
-                    name: &r.name,
-                    record_type: "TXT",
-                    ttl: r.ttl,
-                    value: &r.value,
-                })
-                .collect(),
-            policy: self.policy.as_ref().map(|p| p.text.as_str()),
+    /// Nothing at all: what a MailDomain being deleted wants.
+    pub fn nothing(domain: DomainName, ttl: u32) -> Self {
+        Desired {
+            domain,
+            ttl,
+            records: Vec::new(),
+            policy: None,
+        }
+    }
+
+    /// The records with the `_mta-sts` record naming `id` first, or without one for `None`:
+    /// during a rollout the id in DNS lags the policy (RFC 8461 §8), and a withdrawal names
+    /// the `mode: none` policy that the spec no longer asks for.
+    pub fn with_sts_id(&self, id: Option<&PolicyId>) -> Vec<TxtRecord> {
+        let sts = id.map(|id| TxtRecord {
+            name: RecordKind::MtaSts.owner(&self.domain, ""),
+            kind: RecordKind::MtaSts,
+            ttl: self.ttl,
+            value: StsRecord { id: id.clone() }.render(),
+        });
+        sts.into_iter()
+            .chain(
+                self.records
+                    .iter()
+                    .filter(|r| r.kind != RecordKind::MtaSts)
+                    .cloned(),
+            )
+            .collect()
+    }
+
+    /// This, expecting `policy` to be served and `records` in DNS: what the live checks
+    /// compare with while the rollout publishes something other than the spec asks for.
+    pub fn as_published(&self, records: Vec<TxtRecord>, policy: Option<PolicyFile>) -> Self {
+        Desired {
+            domain: self.domain.clone(),
+            ttl: self.ttl,
+            records,
+            policy,
         }
     }
 }
@@ -61,50 +81,40 @@ impl Desired {
 pub fn build(config: &MailConfig) -> Desired {
     let domain = &config.domain;
     let mut records = Vec::new();
-    let mut add = |name: String, kind: RecordKind, value: String| {
+    let mut add = |kind: RecordKind, selector: &str, value: String| {
         records.push(TxtRecord {
-            name,
+            name: kind.owner(domain, selector),
             kind,
             ttl: config.ttl,
             value,
         });
     };
-    let policy = config.mta_sts.as_ref().map(|p| PolicyFile {
-        text: p.render(),
-        id: p.id(),
-    });
+    let policy = config.mta_sts.clone().map(PolicyFile::new);
     if let Some(p) = &policy {
         add(
-            domain.child("_mta-sts"),
             RecordKind::MtaSts,
+            "",
             StsRecord { id: p.id.clone() }.render(),
         );
     }
     if let Some(t) = &config.tls_rpt {
-        add(domain.child("_smtp._tls"), RecordKind::TlsRpt, t.render());
+        add(RecordKind::TlsRpt, "", t.render());
     }
     if let Some(s) = &config.spf {
-        add(domain.to_string(), RecordKind::Spf, s.render());
+        add(RecordKind::Spf, "", s.render());
     }
     if let Some(d) = &config.dmarc {
-        add(domain.child("_dmarc"), RecordKind::Dmarc, d.render());
+        add(RecordKind::Dmarc, "", d.render());
     }
     for (selector, key) in &config.dkim {
-        add(
-            domain.child(&format!("{selector}._domainkey")),
-            RecordKind::Dkim,
-            key.render(),
-        );
+        add(RecordKind::Dkim, selector, key.render());
     }
     if let Some((selector, b)) = &config.bimi {
-        add(
-            domain.child(&format!("{selector}._bimi")),
-            RecordKind::Bimi,
-            b.render(),
-        );
+        add(RecordKind::Bimi, selector, b.render());
     }
     Desired {
-        domain: domain.to_string(),
+        domain: domain.clone(),
+        ttl: config.ttl,
         records,
         policy,
     }
@@ -114,8 +124,8 @@ pub fn build(config: &MailConfig) -> Desired {
 mod tests {
     use super::*;
     use crate::api::MailDomainSpec;
-    use crate::controller::validate::{SecretData, validate};
     use crate::domain::{bimi, dkim, dmarc, mtasts, spf, tlsrpt};
+    use crate::model::validate::{SecretData, validate};
 
     fn spec(yaml: &str) -> MailDomainSpec {
         serde_saphyr::from_str(yaml).unwrap()
@@ -130,7 +140,7 @@ mod tests {
              bimi: {logoUrl: 'https://bücher.example/logo.svg'}\n",
         );
         let desired = build(&validate(&s, &SecretData::new()).unwrap().config);
-        assert_eq!(desired.domain, "xn--bcher-kva.example");
+        assert_eq!(desired.domain.as_str(), "xn--bcher-kva.example");
         let names: Vec<&str> = desired.records.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -168,6 +178,32 @@ mod tests {
             format!("v=STSv1; id={}", policy.id)
         );
         assert!(policy.text.contains("mx: mx.xn--bcher-kva.example\r\n"));
+    }
+
+    #[test]
+    fn the_sts_record_names_the_id_to_publish_and_only_that() {
+        let s = spec(
+            "domain: example.com\nttl: 900\nmx: [mx.example.com]\nmtaSts: {mode: testing}\ndmarc: {policy: none}\n",
+        );
+        let desired = build(&validate(&s, &SecretData::new()).unwrap().config);
+        let old = mtasts::PolicyId::parse("0ld").unwrap();
+        let records = desired.with_sts_id(Some(&old));
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            (
+                records[0].name.as_str(),
+                records[0].value.as_str(),
+                records[0].ttl
+            ),
+            ("_mta-sts.example.com", "v=STSv1; id=0ld", 900)
+        );
+        assert_eq!(records[1], desired.records[1], "the others as built");
+        let without = desired.with_sts_id(None);
+        assert_eq!(without, desired.records[1..]);
+        // A withdrawal: the spec has no MTA-STS, the record names the mode none policy.
+        let gone = Desired::nothing(desired.domain.clone(), 900).with_sts_id(Some(&old));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].kind, RecordKind::MtaSts);
     }
 
     #[test]

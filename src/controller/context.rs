@@ -1,0 +1,49 @@
+//! What every stage of a reconcile may use: the process settings, the shared clients and
+//! caches, and the names the controller writes under.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::hosting::HostingConfig;
+use super::verify;
+use crate::api::Guarded;
+use crate::metrics::Metrics;
+
+pub const FINALIZER: &str = "mailsec.io/cleanup";
+pub const FIELD_MANAGER: &str = "mailsec-operator";
+/// Annotation that publishes `enforce` without waiting for the live checks.
+pub const FORCE_ENFORCE: &str = "mailsec.io/force-enforce";
+/// Annotation that skips the wait with a `mode: none` policy when MTA-STS is withdrawn.
+pub const SKIP_WITHDRAWAL: &str = "mailsec.io/skip-withdrawal";
+
+/// Settings of one controller process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Identifies this installation in DNS ownership markers.
+    pub owner_id: String,
+    /// Where ClusterDNSProviders' Secrets live.
+    pub operator_namespace: String,
+    /// Base URL of the policy server (`mailsec serve`), used to confirm a new policy is served
+    /// before its id is published. Without it the id follows the status write unconfirmed.
+    pub policy_server: Option<url::Url>,
+    /// Where the Ingresses created for `policyHost.ingress` send traffic.
+    pub hosting: HostingConfig,
+    /// The live checks behind the *Verified conditions; `None` turns them off.
+    pub checks: Option<verify::Settings>,
+}
+
+/// Shared state of the reconciles.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub store: Store<Guarded>,
+    pub http: reqwest::Client,
+    /// Consecutive failures per object, for exponential backoff.
+    pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}

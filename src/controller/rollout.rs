@@ -1,0 +1,407 @@
+//! MTA-STS rollout: which policy the policy servers serve now and which id `_mta-sts` names.
+//! RFC 8461 §8: a changed policy is served first and its id published only once it is served;
+//! removing MTA-STS serves a `mode: none` policy under a new id for the old `max_age`, then
+//! nothing. Safe enforce: with live checks on, `enforce` waits until every MX is covered and
+//! passes STARTTLS. [`decide`] is pure; [`run`] adds the one HTTP confirmation.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::conditions::{self, Status, Type, reason};
+use super::context::Context;
+use crate::api::MailDomainStatus;
+use crate::domain::mtasts::{Mode, Policy, PolicyId, WELL_KNOWN_PATH, policy_host};
+use crate::domain::name::DomainName;
+use crate::model::desired::PolicyFile;
+
+/// max_age of the `mode: none` policy published while withdrawing (RFC 8461 §8.3 suggests short).
+pub const WITHDRAWAL_MAX_AGE: u32 = 86_400;
+
+/// What the rollout needs to know besides the previous status.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// The policy the spec asks for (None: MTA-STS off or the MailDomain is being deleted).
+    pub wanted: Option<&'a PolicyFile>,
+    /// The live checks run, so `enforce` may be held back.
+    pub checks_on: bool,
+    /// `mailsec.io/force-enforce: "true"`.
+    pub force_enforce: bool,
+    /// `mailsec.io/skip-withdrawal: "true"`.
+    pub skip_withdrawal: bool,
+    pub now: Timestamp,
+}
+
+/// The policy to serve now and the status fields that say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The policy to serve now; None when MTA-STS is off.
+    pub serve: Option<PolicyFile>,
+    /// Until when the `mode: none` policy of a withdrawal is served.
+    pub withdraw_until: Option<Time>,
+    /// With `enforce` asked for and checks on.
+    pub enforce: Option<Enforce>,
+}
+
+/// Safe enforce's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforce {
+    Enforced,
+    /// Held in `testing`: which checks block it, and why.
+    Held(String),
+}
+
+/// Whether the policy servers return the policy to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosted {
+    Served,
+    /// Not (yet): a stable reason and what is going on.
+    NotServed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The stage's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub decision: Decision,
+    /// `status.servedPolicy` from now on: what the policy servers are told to serve.
+    pub served_policy: Option<String>,
+    /// None when MTA-STS is off.
+    pub hosted: Option<Hosted>,
+    /// The id `_mta-sts` names now: the served policy's, or the one published before.
+    pub publish_id: Option<PolicyId>,
+}
+
+impl Rollout {
+    /// Whether this pass handed a new policy to the policy servers.
+    pub fn handed_over(&self, before: &MailDomainStatus) -> bool {
+        self.served_policy != before.served_policy
+    }
+
+    /// When to look again: soon while the policy servers catch up, at the end of a withdrawal.
+    pub fn requeue(&self, now: Timestamp) -> Option<Duration> {
+        let polling = matches!(self.hosted, Some(Hosted::NotServed { .. }))
+            .then_some(super::reconcile::POLICY_POLL);
+        let withdrawal =
+            self.decision.withdraw_until.as_ref().map(|until| {
+                Duration::from_secs(until.0.duration_since(now).as_secs().max(1) as u64)
+            });
+        polling.into_iter().chain(withdrawal).min()
+    }
+}
+
+/// The pure part: which policy to serve, given the spec and what the previous pass left.
+pub fn decide(old: &MailDomainStatus, inputs: &Inputs) -> Decision {
+    if let Some(wanted) = inputs.wanted {
+        let (serve, enforce) = hold_enforce(&old.conditions, wanted, inputs);
+        return Decision {
+            serve: Some(serve),
+            withdraw_until: None,
+            enforce,
+        };
+    }
+    let off = Decision {
+        serve: None,
+        withdraw_until: None,
+        enforce: None,
+    };
+    if old.policy_id.is_none() || inputs.skip_withdrawal {
+        return off;
+    }
+    // The period starts when the old policy stops being served: no sender can have cached it
+    // after that, so its max_age from then covers every cache.
+    let previous = old
+        .served_policy
+        .as_deref()
+        .and_then(|p| Policy::parse(p).ok())
+        .map(|p| p.value);
+    let until = old.withdraw_until.clone().or_else(|| {
+        let seconds = previous
+            .as_ref()
+            .filter(|p| p.mode != Mode::None)
+            .map_or(WITHDRAWAL_MAX_AGE, |p| p.max_age);
+        inputs
+            .now
+            .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+            .ok()
+            .map(Time)
+    });
+    if until.as_ref().is_some_and(|u| u.0 <= inputs.now) {
+        return off;
+    }
+    Decision {
+        serve: Some(PolicyFile::new(Policy {
+            mode: Mode::None,
+            mx: previous.map(|p| p.mx).unwrap_or_default(),
+            max_age: WITHDRAWAL_MAX_AGE,
+        })),
+        withdraw_until: until,
+        enforce: None,
+    }
+}
+
+/// Safe enforce: `enforce` is served only once the last live checks showed every MX covered
+/// and offering valid STARTTLS; until then the policy stays `testing`, so no mail is refused.
+fn hold_enforce(
+    previous: &[Condition],
+    wanted: &PolicyFile,
+    inputs: &Inputs,
+) -> (PolicyFile, Option<Enforce>) {
+    if wanted.policy.mode != Mode::Enforce || !inputs.checks_on {
+        return (wanted.clone(), None);
+    }
+    if inputs.force_enforce {
+        return (wanted.clone(), Some(Enforce::Enforced));
+    }
+    let blockers: Vec<String> = [Type::MxCovered, Type::SmtpTlsVerified]
+        .iter()
+        .filter_map(|t| match conditions::find(previous, *t) {
+            Some(c) if Status::parse(&c.status) == Status::True => None,
+            Some(c) => Some(format!(
+                "{} is {} ({}): {}",
+                t.as_str(),
+                c.status,
+                c.reason,
+                c.message
+            )),
+            None => Some(format!("{} has not been checked yet", t.as_str())),
+        })
+        .collect();
+    if blockers.is_empty() {
+        return (wanted.clone(), Some(Enforce::Enforced));
+    }
+    let testing = PolicyFile::new(Policy {
+        mode: Mode::Testing,
+        ..wanted.policy.clone()
+    });
+    (testing, Some(Enforce::Held(blockers.join("; "))))
+}
+
+/// The stage: [`decide`], hand the policy to the policy servers (through status), and confirm
+/// over HTTP that they serve it before its id is published.
+pub async fn run(
+    ctx: &Context,
+    domain: &DomainName,
+    old: &MailDomainStatus,
+    inputs: &Inputs<'_>,
+) -> Rollout {
+    let decision = decide(old, inputs);
+    let previous_id = old
+        .policy_id
+        .as_deref()
+        .and_then(|id| PolicyId::parse(id).ok());
+    let Some(serve) = &decision.serve else {
+        return Rollout {
+            decision,
+            served_policy: None,
+            hosted: None,
+            publish_id: previous_id,
+        };
+    };
+    let hosted = if old.served_policy.as_deref() != Some(serve.text.as_str()) {
+        Hosted::NotServed {
+            reason: reason::POLICY_PENDING,
+            message: format!(
+                "policy {} handed to the policy servers; its id is published once they serve it",
+                serve.id
+            ),
+        }
+    } else {
+        confirm(ctx, domain, serve).await
+    };
+    Rollout {
+        served_policy: Some(serve.text.clone()),
+        publish_id: match hosted {
+            Hosted::Served => Some(serve.id.clone()),
+            Hosted::NotServed { .. } => previous_id,
+        },
+        hosted: Some(hosted),
+        decision,
+    }
+}
+
+/// Asks the policy server (when configured) for `policy` the way a sender would, by Host.
+async fn confirm(ctx: &Context, domain: &DomainName, policy: &PolicyFile) -> Hosted {
+    let Some(base) = &ctx.config.policy_server else {
+        return Hosted::Served;
+    };
+    let unreachable = |message: String| Hosted::NotServed {
+        reason: reason::POLICY_SERVER_UNREACHABLE,
+        message,
+    };
+    let host = policy_host(domain);
+    let url = match base.join(WELL_KNOWN_PATH) {
+        Ok(u) => u,
+        Err(e) => return unreachable(e.to_string()),
+    };
+    let response = ctx
+        .http
+        .get(url.clone())
+        .header(reqwest::header::HOST, &host)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => return unreachable(format!("{url} (Host: {host}): {e}")),
+    };
+    let code = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if code.as_u16() == 200 && body == policy.text {
+        Hosted::Served
+    } else {
+        Hosted::NotServed {
+            reason: reason::POLICY_NOT_SERVED,
+            message: format!(
+                "the policy server does not return policy {} yet for {host} (HTTP {code})",
+                policy.id
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::mtasts::MxPattern;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn policy(mode: Mode, max_age: u32) -> PolicyFile {
+        PolicyFile::new(Policy {
+            mode,
+            mx: vec![MxPattern::parse("mx.example.com").unwrap()],
+            max_age,
+        })
+    }
+
+    fn inputs(wanted: Option<&PolicyFile>, now: Timestamp) -> Inputs<'_> {
+        Inputs {
+            wanted,
+            checks_on: true,
+            force_enforce: false,
+            skip_withdrawal: false,
+            now,
+        }
+    }
+
+    fn condition(type_: Type, status: Status) -> Condition {
+        Condition {
+            type_: type_.as_str().into(),
+            status: status.as_str().into(),
+            reason: "R".into(),
+            message: "m".into(),
+            observed_generation: None,
+            last_transition_time: Time(at(0)),
+        }
+    }
+
+    #[test]
+    fn the_wanted_policy_is_served_and_ends_a_withdrawal() {
+        let wanted = policy(Mode::Testing, 604_800);
+        let old = MailDomainStatus {
+            withdraw_until: Some(Time(at(100))),
+            ..Default::default()
+        };
+        let d = decide(&old, &inputs(Some(&wanted), at(0)));
+        assert_eq!(d.serve, Some(wanted));
+        assert_eq!(d.withdraw_until, None);
+        assert_eq!(d.enforce, None, "testing asked for: nothing to hold");
+    }
+
+    #[test]
+    fn enforce_is_held_until_every_mx_is_covered_and_passes() {
+        let wanted = policy(Mode::Enforce, 604_800);
+        let mut old = MailDomainStatus::default();
+        let d = decide(&old, &inputs(Some(&wanted), at(0)));
+        let served = d.serve.expect("a policy");
+        assert_eq!(served.policy.mode, Mode::Testing);
+        assert_eq!(served.policy.mx, wanted.policy.mx);
+        assert_ne!(served.id, wanted.id);
+        assert!(
+            matches!(&d.enforce, Some(Enforce::Held(why)) if why.contains("MXCovered has not been checked yet") && why.contains("SMTPTLSVerified"))
+        );
+
+        old.conditions = vec![
+            condition(Type::MxCovered, Status::True),
+            condition(Type::SmtpTlsVerified, Status::Unknown),
+        ];
+        let d = decide(&old, &inputs(Some(&wanted), at(0)));
+        assert!(
+            matches!(&d.enforce, Some(Enforce::Held(why)) if why.starts_with("SMTPTLSVerified is Unknown") && !why.contains("MXCovered"))
+        );
+
+        old.conditions[1] = condition(Type::SmtpTlsVerified, Status::True);
+        let d = decide(&old, &inputs(Some(&wanted), at(0)));
+        assert_eq!(d.serve.as_ref(), Some(&wanted));
+        assert_eq!(d.enforce, Some(Enforce::Enforced));
+
+        // Forced, or checks off: enforce at once (without checks, nothing reports on it).
+        old.conditions.clear();
+        let forced = Inputs {
+            force_enforce: true,
+            ..inputs(Some(&wanted), at(0))
+        };
+        assert_eq!(decide(&old, &forced).enforce, Some(Enforce::Enforced));
+        let unchecked = Inputs {
+            checks_on: false,
+            ..inputs(Some(&wanted), at(0))
+        };
+        let d = decide(&old, &unchecked);
+        assert_eq!((d.serve.as_ref(), d.enforce), (Some(&wanted), None));
+    }
+
+    #[test]
+    fn a_withdrawal_serves_mode_none_for_the_old_max_age_then_nothing() {
+        let before = policy(Mode::Enforce, 1_209_600);
+        let old = MailDomainStatus {
+            policy_id: Some(before.id.to_string()),
+            served_policy: Some(before.text.clone()),
+            ..Default::default()
+        };
+        let d = decide(&old, &inputs(None, at(0)));
+        let none = d.serve.expect("mode none");
+        assert_eq!(none.policy.mode, Mode::None);
+        assert_eq!(none.policy.mx, before.policy.mx, "same mx, new id");
+        assert_eq!(none.policy.max_age, WITHDRAWAL_MAX_AGE);
+        assert_eq!(d.withdraw_until, Some(Time(at(1_209_600))));
+
+        // Later passes keep the end; after it, nothing is served.
+        let withdrawing = MailDomainStatus {
+            served_policy: Some(none.text.clone()),
+            withdraw_until: d.withdraw_until.clone(),
+            ..old.clone()
+        };
+        let later = decide(&withdrawing, &inputs(None, at(1_000)));
+        assert_eq!(later.withdraw_until, d.withdraw_until);
+        assert_eq!(later.serve.map(|p| p.id), Some(none.id));
+        let over = decide(&withdrawing, &inputs(None, at(1_209_600)));
+        assert_eq!(over.serve, None);
+        assert_eq!(over.withdraw_until, None);
+
+        // A withdrawal that starts from a mode none policy waits one day; never published or
+        // skipped: nothing to withdraw.
+        let from_none = MailDomainStatus {
+            served_policy: Some(none.text.clone()),
+            ..old.clone()
+        };
+        assert_eq!(
+            decide(&from_none, &inputs(None, at(0))).withdraw_until,
+            Some(Time(at(i64::from(WITHDRAWAL_MAX_AGE))))
+        );
+        let skip = Inputs {
+            skip_withdrawal: true,
+            ..inputs(None, at(0))
+        };
+        assert_eq!(decide(&old, &skip).serve, None);
+        assert_eq!(
+            decide(&MailDomainStatus::default(), &inputs(None, at(0))).serve,
+            None
+        );
+    }
+}

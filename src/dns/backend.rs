@@ -1,0 +1,116 @@
+//! The one interface every DNS provider implements: read the TXT RRsets at some names, apply a
+//! plan's value-level operations to a zone. The plan itself knows nothing of providers. A new
+//! provider is one file with a type implementing [`DnsBackend`] plus one line in
+//! [`super::registry`].
+
+use futures_util::future::BoxFuture;
+
+use super::DnsError;
+use super::plan::{Current, Operation};
+use crate::api::SecretKeyRef;
+
+/// A configured provider, ready to use.
+pub trait DnsBackend: Send + Sync {
+    /// The provider's type (`rfc2136`, `manual`, ...), for metrics and messages.
+    fn kind(&self) -> &'static str;
+
+    /// Whether `apply` writes anything; `false` for `manual`, whose plan is only reported.
+    fn writes(&self) -> bool {
+        true
+    }
+
+    /// The TXT RRsets at `names` as the provider holds them, values joined from their strings.
+    fn read<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>>;
+
+    /// Applies `operations` in `zone`, all or nothing. `current` is what [`DnsBackend::read`]
+    /// returned for the names involved: a provider that replaces whole RRsets writes
+    /// [`super::plan::rrsets_after`]`(current, operations)` for them.
+    fn apply<'a>(
+        &'a self,
+        zone: &'a str,
+        current: &'a Current,
+        operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>>;
+}
+
+/// Why a provider's Secret could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The Secret or its key is missing, or its value is malformed: the user must fix it.
+    #[error("{0}")]
+    NotFound(String),
+    /// The API server could not be asked.
+    #[error("reading a Secret: {0}")]
+    Unavailable(String),
+}
+
+/// Where backends find their credentials: the provider's Secrets, in the namespace the
+/// provider's kind says (a DNSProvider's own, the operator's for a ClusterDNSProvider).
+pub trait SecretSource: Send + Sync {
+    fn value<'a>(
+        &'a self,
+        reference: &'a SecretKeyRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, SecretError>>;
+}
+
+/// The provider that writes nothing: status lists the records for a human to publish, and
+/// the live checks tell when they are right.
+pub struct Manual;
+
+impl DnsBackend for Manual {
+    fn kind(&self) -> &'static str {
+        "manual"
+    }
+
+    fn writes(&self) -> bool {
+        false
+    }
+
+    fn read<'a>(&'a self, _names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>> {
+        Box::pin(async { Ok(Current::new()) })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _zone: &'a str,
+        _current: &'a Current,
+        _operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The zone for `domain`: the longest of `zones` that `domain` equals or lies below
+/// (compared label-wise, so `badexample.com` is not in `example.com`).
+pub fn find_zone<'a>(domain: &str, zones: &'a [String]) -> Option<&'a str> {
+    zones
+        .iter()
+        .map(String::as_str)
+        .filter(|z| domain == *z || domain.ends_with(&format!(".{z}")))
+        .max_by_key(|z| z.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_matching_suffix_wins() {
+        let zones = vec![
+            "example.com".to_owned(),
+            "mail.example.com".to_owned(),
+            "ample.com".to_owned(),
+        ];
+        assert_eq!(
+            find_zone("mail.example.com", &zones),
+            Some("mail.example.com")
+        );
+        assert_eq!(
+            find_zone("a.mail.example.com", &zones),
+            Some("mail.example.com")
+        );
+        assert_eq!(find_zone("example.com", &zones), Some("example.com"));
+        assert_eq!(find_zone("badexample.com", &zones), None);
+        assert_eq!(find_zone("example.org", &zones), None);
+    }
+}
