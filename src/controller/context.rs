@@ -8,7 +8,6 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::hosting::HostingConfig;
 use super::verify;
 use crate::api::Guarded;
 use crate::metrics::Metrics;
@@ -19,6 +18,19 @@ pub const FIELD_MANAGER: &str = "mailsec-operator";
 pub const FORCE_ENFORCE: &str = "mailsec.io/force-enforce";
 /// Annotation that skips the wait with a `mode: none` policy when MTA-STS is withdrawn.
 pub const SKIP_WITHDRAWAL: &str = "mailsec.io/skip-withdrawal";
+
+/// Where the policy server (`mailsec serve`) is reachable inside the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostingConfig {
+    /// Name of the policy server's Service.
+    pub service_name: String,
+    /// Namespace of the policy server's Service.
+    pub service_namespace: String,
+    /// Port of that Service that speaks plain HTTP (the Ingress terminates TLS).
+    pub service_port: u16,
+    /// The cluster's DNS domain, for the ExternalName Services (`cluster.local` almost always).
+    pub cluster_domain: String,
+}
 
 /// Settings of one controller process.
 #[derive(Clone, Debug)]

@@ -19,10 +19,10 @@ use crate::api::{
     SyncPolicy,
 };
 use crate::dns::DnsError;
-use crate::dns::backend::{DnsBackend, Manual, SecretError, SecretSource, find_zone};
+use crate::dns::backend::{ConnectError, DnsBackend, Manual, SecretError, SecretSource, find_zone};
 use crate::dns::ownership::Owner;
 use crate::dns::plan::{Policy, Settings};
-use crate::dns::registry::{self, ConnectError};
+use crate::dns::registry;
 use crate::domain::name::DomainName;
 use crate::model::claim::{self, Purpose};
 use crate::model::validate::SecretData;

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 pub use super::conditions::Status as ConditionStatus;
 use super::conditions::reason;
-pub use super::context::FIELD_MANAGER;
+pub use super::context::{FIELD_MANAGER, HostingConfig};
 use crate::api::{IssuerRef, MailDomain, PolicyHostSpec};
 use crate::domain::mtasts::WELL_KNOWN_PATH;
 use crate::domain::name::DomainName;
@@ -52,19 +52,6 @@ const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "mailsec-opera
 const COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "mta-sts-policy-host");
 /// Longest object name produced, so that `<name>-tls` is a DNS label too.
 const MAX_NAME: usize = 59;
-
-/// Where the policy server (`mailsec serve`) is reachable inside the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostingConfig {
-    /// Name of the policy server's Service.
-    pub service_name: String,
-    /// Namespace of the policy server's Service.
-    pub service_namespace: String,
-    /// Port of that Service that speaks plain HTTP (the Ingress terminates TLS).
-    pub service_port: u16,
-    /// The cluster's DNS domain, for the ExternalName Services (`cluster.local` almost always).
-    pub cluster_domain: String,
-}
 
 /// What `CertificateReady` should say: cert-manager's own `Ready` status, reason and
 /// message where there is one.

@@ -25,8 +25,6 @@ use crate::model::validate;
 
 /// How often a settled MailDomain is looked at again.
 const RESYNC: Duration = Duration::from_secs(600);
-/// How soon to look again while the policy servers catch up.
-pub const POLICY_POLL: Duration = Duration::from_secs(1);
 /// How soon to look again while a Certificate is being issued.
 const CERTIFICATE_POLL: Duration = Duration::from_secs(30);
 
@@ -217,12 +215,8 @@ async fn run_stages(
             Ok(domain) => Desired::nothing(domain, md.spec.ttl),
             // Never valid, so never published: nothing to remove.
             Err(_) if old.records.is_empty() && old.policy_id.is_none() => {
-                stages.rollout = Some(rollout::Rollout {
-                    decision: rollout::decide(&old, &rollout_inputs(md, ctx, None, now)),
-                    served_policy: None,
-                    hosted: None,
-                    publish_id: None,
-                });
+                let decision = rollout::decide(&old, &rollout_inputs(md, ctx, None, now));
+                stages.rollout = Some(rollout::outcome(&old, decision, None));
                 return (stages, pass);
             }
             Err(e) => stop!(

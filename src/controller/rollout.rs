@@ -19,6 +19,9 @@ use crate::model::desired::PolicyFile;
 /// max_age of the `mode: none` policy published while withdrawing (RFC 8461 §8.3 suggests short).
 pub const WITHDRAWAL_MAX_AGE: u32 = 86_400;
 
+/// How soon to look again while the policy servers catch up.
+pub const POLICY_POLL: Duration = Duration::from_secs(1);
+
 /// What the rollout needs to know besides the previous status.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
@@ -71,7 +74,8 @@ pub struct Rollout {
     pub served_policy: Option<String>,
     /// None when MTA-STS is off.
     pub hosted: Option<Hosted>,
-    /// The id `_mta-sts` names now: the served policy's, or the one published before.
+    /// The id `_mta-sts` names now: the served policy's, or the one published before while
+    /// it is not served yet; `None` (no record) once MTA-STS is off.
     pub publish_id: Option<PolicyId>,
 }
 
@@ -83,8 +87,7 @@ impl Rollout {
 
     /// When to look again: soon while the policy servers catch up, at the end of a withdrawal.
     pub fn requeue(&self, now: Timestamp) -> Option<Duration> {
-        let polling = matches!(self.hosted, Some(Hosted::NotServed { .. }))
-            .then_some(super::reconcile::POLICY_POLL);
+        let polling = matches!(self.hosted, Some(Hosted::NotServed { .. })).then_some(POLICY_POLL);
         let withdrawal =
             self.decision.withdraw_until.as_ref().map(|until| {
                 Duration::from_secs(until.0.duration_since(now).as_secs().max(1) as u64)
@@ -189,36 +192,38 @@ pub async fn run(
     inputs: &Inputs<'_>,
 ) -> Rollout {
     let decision = decide(old, inputs);
+    let hosted = match &decision.serve {
+        None => None,
+        Some(serve) if old.served_policy.as_deref() != Some(serve.text.as_str()) => {
+            Some(Hosted::NotServed {
+                reason: reason::POLICY_PENDING,
+                message: format!(
+                    "policy {} handed to the policy servers; its id is published once they serve it",
+                    serve.id
+                ),
+            })
+        }
+        Some(serve) => Some(confirm(ctx, domain, serve).await),
+    };
+    outcome(old, decision, hosted)
+}
+
+/// The pure end of the stage: what `_mta-sts` names, given whether the policy is served.
+pub fn outcome(old: &MailDomainStatus, decision: Decision, hosted: Option<Hosted>) -> Rollout {
     let previous_id = old
         .policy_id
         .as_deref()
         .and_then(|id| PolicyId::parse(id).ok());
-    let Some(serve) = &decision.serve else {
-        return Rollout {
-            decision,
-            served_policy: None,
-            hosted: None,
-            publish_id: previous_id,
-        };
-    };
-    let hosted = if old.served_policy.as_deref() != Some(serve.text.as_str()) {
-        Hosted::NotServed {
-            reason: reason::POLICY_PENDING,
-            message: format!(
-                "policy {} handed to the policy servers; its id is published once they serve it",
-                serve.id
-            ),
-        }
-    } else {
-        confirm(ctx, domain, serve).await
+    let publish_id = match (&decision.serve, &hosted) {
+        // MTA-STS off: no policy served, no `_mta-sts` record.
+        (None, _) => None,
+        (Some(serve), Some(Hosted::Served)) => Some(serve.id.clone()),
+        (Some(_), _) => previous_id,
     };
     Rollout {
-        served_policy: Some(serve.text.clone()),
-        publish_id: match hosted {
-            Hosted::Served => Some(serve.id.clone()),
-            Hosted::NotServed { .. } => previous_id,
-        },
-        hosted: Some(hosted),
+        served_policy: decision.serve.as_ref().map(|p| p.text.clone()),
+        publish_id,
+        hosted,
         decision,
     }
 }
@@ -299,6 +304,49 @@ mod tests {
             observed_generation: None,
             last_transition_time: Time(at(0)),
         }
+    }
+
+    #[test]
+    fn the_id_follows_the_policy_only_once_it_is_served() {
+        let new = policy(Mode::Testing, 604_800);
+        let old = MailDomainStatus {
+            policy_id: Some("previous".into()),
+            ..Default::default()
+        };
+        let serving = |hosted| {
+            let d = Decision {
+                serve: Some(new.clone()),
+                withdraw_until: None,
+                enforce: None,
+            };
+            outcome(&old, d, Some(hosted))
+        };
+        let pending = serving(Hosted::NotServed {
+            reason: reason::POLICY_PENDING,
+            message: String::new(),
+        });
+        assert_eq!(
+            pending.publish_id.as_ref().map(PolicyId::as_str),
+            Some("previous")
+        );
+        assert_eq!(
+            pending.served_policy.as_ref(),
+            Some(&new.text),
+            "handed over"
+        );
+        assert!(pending.handed_over(&old));
+        assert_eq!(pending.requeue(at(0)), Some(POLICY_POLL));
+        let served = serving(Hosted::Served);
+        assert_eq!(served.publish_id, Some(new.id.clone()));
+        assert_eq!(served.requeue(at(0)), None);
+        // Off: no record, whatever was published before.
+        let off = Decision {
+            serve: None,
+            withdraw_until: None,
+            enforce: None,
+        };
+        let off = outcome(&old, off, None);
+        assert_eq!((off.publish_id, off.served_policy), (None, None));
     }
 
     #[test]

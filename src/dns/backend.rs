@@ -44,6 +44,17 @@ pub enum SecretError {
     Unavailable(String),
 }
 
+/// Why a provider could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("type {provider_type} needs its `{provider_type}` settings block")]
+    MissingSettings { provider_type: &'static str },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+}
+
 /// Where backends find their credentials: the provider's Secrets, in the namespace the
 /// provider's kind says (a DNSProvider's own, the operator's for a ClusterDNSProvider).
 pub trait SecretSource: Send + Sync {

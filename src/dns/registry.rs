@@ -3,21 +3,9 @@
 
 use std::sync::Arc;
 
-use super::DnsError;
-use super::backend::{DnsBackend, Manual, SecretError, SecretSource};
+use super::backend::{ConnectError, DnsBackend, Manual, SecretSource};
 use super::rfc2136::Rfc2136;
 use crate::api::{ProviderSettings, ProviderType};
-
-/// Why a provider could not be set up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectError {
-    #[error("type {provider_type} needs its `{provider_type}` settings block")]
-    MissingSettings { provider_type: &'static str },
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Dns(#[from] DnsError),
-}
 
 /// The backend for `settings`, with its credentials read from `secrets`.
 pub async fn connect(

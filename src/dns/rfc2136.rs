@@ -19,9 +19,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
-use super::backend::{DnsBackend, SecretError, SecretSource};
+use super::backend::{ConnectError, DnsBackend, SecretError, SecretSource};
 use super::plan::{Current, Operation, RRset};
-use super::registry::ConnectError;
 use crate::api::{Rfc2136Spec, TsigAlgorithm as SpecAlgorithm};
 use crate::domain::txt;
 
