@@ -84,10 +84,9 @@ fn code_of(source: &str) -> String {
 
 /// Every path this file names through `crate::` or `super::`, as module paths (items are
 /// resolved to the longest module prefix later). Handles `use a::{b, c::d}` one level deep.
-fn referenced(module: &[String], is_dir_module: bool, source: &str) -> Vec<Vec<String>> {
+fn referenced(module: &[String], source: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    let tokens: Vec<char> = source.chars().collect();
-    let text: String = tokens.iter().collect();
+    let text = source;
     for start in ["crate::", "super::"] {
         let mut from = 0;
         while let Some(i) = text[from..].find(start) {
@@ -103,9 +102,8 @@ fn referenced(module: &[String], is_dir_module: bool, source: &str) -> Vec<Vec<S
             let base: Vec<String> = if start == "crate::" {
                 Vec::new()
             } else {
-                // `super` of a file module is its parent; of a `mod.rs` module, its parent too.
+                // `super` is the parent module (of `a/b.rs` and of `a/b/mod.rs` alike).
                 let mut m = module.to_vec();
-                let _ = is_dir_module;
                 m.pop();
                 m
             };
@@ -161,8 +159,7 @@ fn graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut edges = BTreeMap::new();
     for (module, file) in &known {
         let source = std::fs::read_to_string(file).expect("read file");
-        let is_dir = file.file_name().is_some_and(|n| n == "mod.rs");
-        let deps: BTreeSet<Vec<String>> = referenced(module, is_dir, &code_of(&source))
+        let deps: BTreeSet<Vec<String>> = referenced(module, &code_of(&source))
             .iter()
             .filter_map(|p| resolve(p, &known))
             .filter(|m| m != module && !m.is_empty())

@@ -41,7 +41,7 @@ pub use super::conditions::Status as ConditionStatus;
 use super::conditions::reason;
 pub use super::context::{FIELD_MANAGER, HostingConfig};
 use crate::api::{IssuerRef, MailDomain, PolicyHostSpec};
-use crate::domain::mtasts::WELL_KNOWN_PATH;
+use crate::domain::mtasts::{self, WELL_KNOWN_PATH};
 use crate::domain::name::DomainName;
 
 /// The API group of cert-manager's issuers and certificates.
@@ -122,10 +122,10 @@ pub fn tls_secret_name(md_name: &str) -> String {
 
 /// `mta-sts.<domain>` in A-labels.
 pub fn policy_host(domain: &str) -> String {
-    let domain = DomainName::parse(domain)
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| domain.to_ascii_lowercase());
-    format!("mta-sts.{domain}")
+    match DomainName::parse(domain) {
+        Ok(d) => mtasts::policy_host(&d),
+        Err(_) => format!("mta-sts.{}", domain.to_ascii_lowercase()),
+    }
 }
 
 fn policy_host_spec(md: &MailDomain) -> Option<&PolicyHostSpec> {
