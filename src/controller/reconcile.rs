@@ -200,34 +200,22 @@ async fn run_stages(
         }};
     }
 
-    // Dereference (Secrets) → validate → build. A MailDomain being deleted may have become
-    // invalid; its records must still go.
+    // Dereference (Secrets) → validate → build.
     let secrets = match dereference::secrets(md, &ctx.client).await {
         Ok(s) => s,
         Err(e) => stop!(Stage::Dereference, e),
     };
-    let desired = match (validate::validate(&md.spec, &secrets), deleting) {
-        (Ok(valid), false) => {
-            stages.warnings = Some(valid.warnings.clone());
-            desired::build(&valid.config)
+    let desired = match validate_and_build(md, &secrets, deleting, &old) {
+        Ok(Built::Desired(desired, warnings)) => {
+            stages.warnings = warnings;
+            desired
         }
-        (_, true) => match DomainName::parse(&md.spec.domain) {
-            Ok(domain) => Desired::nothing(domain, md.spec.ttl),
-            // Never valid, so never published: nothing to remove.
-            Err(_) if old.records.is_empty() && old.policy_id.is_none() => {
-                let decision = rollout::decide(&old, &rollout_inputs(md, ctx, None, now));
-                stages.rollout = Some(rollout::outcome(&old, decision, None));
-                return (stages, pass);
-            }
-            Err(e) => stop!(
-                Stage::Validate,
-                validate::Invalid(vec![validate::FieldError {
-                    path: "spec.domain".into(),
-                    message: format!("`{}` {e}", md.spec.domain),
-                }])
-            ),
-        },
-        (Err(invalid), false) => stop!(Stage::Validate, invalid),
+        Ok(Built::NeverPublished) => {
+            let decision = rollout::decide(&old, &rollout_inputs(md, ctx, None, now));
+            stages.rollout = Some(rollout::outcome(&old, decision, None));
+            return (stages, pass);
+        }
+        Err(invalid) => stop!(Stage::Validate, invalid),
     };
 
     // Dereference (domain claim, provider). Nothing is written anywhere before this succeeds.
@@ -239,80 +227,137 @@ async fn run_stages(
     // MTA-STS rollout: the policy to serve now and the id to publish.
     let inputs = rollout_inputs(md, ctx, desired.policy.as_ref(), now);
     let rollout = rollout::run(ctx, &desired.domain, &old, &inputs).await;
-    let changed = rollout.handed_over(&old);
-    if let Some(wait) = rollout.requeue(now) {
-        pass.requeue = pass.requeue.min(wait);
-    }
+    let mut changed = rollout.handed_over(&old);
     let records = desired.with_sts_id(rollout.publish_id.as_ref());
-    // The live checks expect what is served now, and the `_mta-sts` record it will name
-    // (before its first id is published, the record is expected all the same).
-    let expected_id = rollout
-        .publish_id
-        .clone()
-        .or_else(|| rollout.decision.serve.as_ref().map(|p| p.id.clone()));
-    let expect = desired.as_published(
-        desired.with_sts_id(expected_id.as_ref()),
-        rollout.decision.serve.clone(),
-    );
-    let mtasts_active = desired.policy.is_some();
+    let expect = rollout.expected(&desired);
     let serving = rollout.decision.serve.is_some();
+    pass.wait(rollout.requeue(now));
     stages.rollout = Some(rollout);
 
-    // Policy hosting: kept in line while MTA-STS is active, kept as it is while it is being
-    // withdrawn (the mode none policy must stay reachable), removed once it is off.
-    let hosting = match (serving, mtasts_active) {
-        (true, true) => hosting::ensure(
-            &ctx.client,
-            md,
-            desired.domain.as_str(),
-            &ctx.config.hosting,
-        )
-        .await
-        .map(Some),
-        (true, false) => Ok(None),
-        (false, _) => hosting::remove(&ctx.client, md).await.map(|_| None),
-    };
-    match hosting {
-        Ok(h) => {
-            if h.as_ref()
+    // Policy hosting.
+    match host(md, ctx, &desired, serving).await {
+        Ok(hosting) => {
+            let issuing = hosting
+                .as_ref()
                 .and_then(|h| h.certificate.as_ref())
-                .is_some_and(|c| c.status != super::conditions::Status::True)
-            {
-                // Nothing watches Certificates (cert-manager may be absent): look again soon.
-                pass.requeue = pass.requeue.min(CERTIFICATE_POLL);
-            }
-            // Objects with our names that are not ours are left alone; say so (the recorder
-            // folds repeats into one event series).
-            for conflict in h.iter().flat_map(|h| h.conflicts.iter()) {
-                event(
-                    ctx,
-                    &md.object_ref(&()),
-                    EventType::Warning,
-                    "PolicyHostConflict",
-                    conflict,
-                )
-                .await;
-            }
-            stages.hosting = Some(h);
+                .is_some_and(|c| c.status != super::conditions::Status::True);
+            // Nothing watches Certificates (cert-manager may be absent): look again soon.
+            pass.wait(issuing.then_some(CERTIFICATE_POLL));
+            stages.hosting = Some(hosting);
         }
-        Err(e) => stop!(Stage::Hosting, Error::Hosting(e)),
+        Err(e) => stop!(Stage::Hosting, e),
     }
 
     // DNS: read, plan, apply.
-    let kind = target.backend.kind();
-    let published = match publish::run(&target, &records, &old.records).await {
-        Ok(p) => p,
-        Err(source) => {
-            ctx.metrics.dns(kind, source.category(), 0);
-            stop!(
-                Stage::Dns,
-                Error::Dns {
-                    provider: kind,
-                    source
-                }
-            )
+    match publish_dns(md, ctx, &target, &records, &old).await {
+        Ok(published) => {
+            changed |= published.changes > 0;
+            stages.published = Some(published);
         }
-    };
+        Err(e) => stop!(Stage::Dns, e),
+    }
+
+    // Live checks: after a change, for a new generation, and on an interval.
+    if let (Some(settings), false) = (&ctx.config.checks, deleting) {
+        let next = verify::next_in(settings, &old, &md.uid().unwrap_or_default());
+        if verify::due(&old, md.metadata.generation, changed, next, now) {
+            stages.checked = Some(verify::run(settings, &expect, now).await);
+        }
+        pass.wait(Some(next));
+    }
+    (stages, pass)
+}
+
+impl Pass {
+    /// Looks again no later than `after`.
+    fn wait(&mut self, after: Option<Duration>) {
+        if let Some(after) = after {
+            self.requeue = self.requeue.min(after);
+        }
+    }
+}
+
+/// What validate and build make of the spec.
+enum Built {
+    Desired(Desired, Option<Vec<validate::FieldError>>),
+    /// Being deleted with a domain that never validated: nothing was ever published.
+    NeverPublished,
+}
+
+/// Validate and build, pure. A MailDomain being deleted may have become invalid; its records
+/// must still go, so it wants nothing at its domain.
+fn validate_and_build(
+    md: &MailDomain,
+    secrets: &validate::SecretData,
+    deleting: bool,
+    old: &crate::api::MailDomainStatus,
+) -> Result<Built, validate::Invalid> {
+    if !deleting {
+        let valid = validate::validate(&md.spec, secrets)?;
+        let desired = desired::build(&valid.config);
+        return Ok(Built::Desired(desired, Some(valid.warnings)));
+    }
+    match DomainName::parse(&md.spec.domain) {
+        Ok(domain) => Ok(Built::Desired(Desired::nothing(domain, md.spec.ttl), None)),
+        Err(_) if old.records.is_empty() && old.policy_id.is_none() => Ok(Built::NeverPublished),
+        Err(e) => Err(validate::Invalid(vec![validate::FieldError {
+            path: "spec.domain".into(),
+            message: format!("`{}` {e}", md.spec.domain),
+        }])),
+    }
+}
+
+/// Policy hosting: the objects are kept in line while MTA-STS is active, kept as they are while
+/// it is being withdrawn (the mode none policy must stay reachable), removed once it is off.
+/// Objects with our names that are not ours are left alone, and reported as events (the
+/// recorder folds repeats into one series).
+async fn host(
+    md: &MailDomain,
+    ctx: &Context,
+    desired: &Desired,
+    serving: bool,
+) -> Result<Option<hosting::Hosting>, Error> {
+    let hosting = match (serving, desired.policy.is_some()) {
+        (true, true) => {
+            let domain = desired.domain.as_str();
+            Some(hosting::ensure(&ctx.client, md, domain, &ctx.config.hosting).await).transpose()
+        }
+        (true, false) => Ok(None),
+        (false, _) => hosting::remove(&ctx.client, md).await.map(|_| None),
+    }
+    .map_err(Error::Hosting)?;
+    for conflict in hosting.iter().flat_map(|h| h.conflicts.iter()) {
+        let object = md.object_ref(&());
+        event(
+            ctx,
+            &object,
+            EventType::Warning,
+            "PolicyHostConflict",
+            conflict,
+        )
+        .await;
+    }
+    Ok(hosting)
+}
+
+/// The DNS stage, with its metrics and the event for what it changed.
+async fn publish_dns(
+    md: &MailDomain,
+    ctx: &Context,
+    target: &dereference::Target,
+    records: &[crate::domain::record::TxtRecord],
+    old: &crate::api::MailDomainStatus,
+) -> Result<publish::Published, Error> {
+    let kind = target.backend.kind();
+    let published = publish::run(target, records, &old.records)
+        .await
+        .map_err(|source| {
+            ctx.metrics.dns(kind, source.category(), 0);
+            Error::Dns {
+                provider: kind,
+                source,
+            }
+        })?;
     if published.changes > 0 {
         ctx.metrics.dns(kind, "ok", published.changes);
         let note = format!(
@@ -328,18 +373,7 @@ async fn run_stages(
         )
         .await;
     }
-    let changed = changed || published.changes > 0;
-    stages.published = Some(published);
-
-    // Live checks: after a change, for a new generation, and on an interval.
-    if let (Some(settings), false) = (&ctx.config.checks, deleting) {
-        let next = verify::next_in(settings, &old, &md.uid().unwrap_or_default());
-        if verify::due(&old, md.metadata.generation, changed, next, now) {
-            stages.checked = Some(verify::run(settings, &expect, now).await);
-        }
-        pass.requeue = pass.requeue.min(next);
-    }
-    (stages, pass)
+    Ok(published)
 }
 
 fn rollout_inputs<'a>(

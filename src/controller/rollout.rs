@@ -14,7 +14,7 @@ use super::context::Context;
 use crate::api::MailDomainStatus;
 use crate::domain::mtasts::{Mode, Policy, PolicyId, WELL_KNOWN_PATH, policy_host};
 use crate::domain::name::DomainName;
-use crate::model::desired::PolicyFile;
+use crate::model::desired::{Desired, PolicyFile};
 
 /// max_age of the `mode: none` policy published while withdrawing (RFC 8461 §8.3 suggests short).
 pub const WITHDRAWAL_MAX_AGE: u32 = 86_400;
@@ -83,6 +83,19 @@ impl Rollout {
     /// Whether this pass handed a new policy to the policy servers.
     pub fn handed_over(&self, before: &MailDomainStatus) -> bool {
         self.served_policy != before.served_policy
+    }
+
+    /// What the live checks compare with: the policy served now, and the `_mta-sts` record
+    /// naming it (before its first id is published, the record is expected all the same).
+    pub fn expected(&self, desired: &Desired) -> Desired {
+        let id = self
+            .publish_id
+            .clone()
+            .or_else(|| self.decision.serve.as_ref().map(|p| p.id.clone()));
+        desired.as_published(
+            desired.with_sts_id(id.as_ref()),
+            self.decision.serve.clone(),
+        )
     }
 
     /// When to look again: soon while the policy servers catch up, at the end of a withdrawal.
