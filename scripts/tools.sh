@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real components the tests and the demo run against, into a versioned cache
 # outside the repository: kube-apiserver, kubectl (k8s.io/kubernetes), etcd, helm from Go
-# modules; BIND and the DNS tools from Debian; cert-manager's published CRDs (Certificate,
+# modules; BIND, Knot, PowerDNS (sqlite3 backend) and the DNS tools from Debian; cert-manager's published CRDs (Certificate,
 # Issuer, ClusterIssuer) from the cert-manager Go module (deploy/crds/, checked against the Go
 # checksum database like any module). Idempotent: with the cache present it only checks.
 #
@@ -40,7 +40,7 @@ mkdir -p "$BIN" "$CACHE/build"
 
 debian_packages() {
   local want=() p
-  for p in bind9 bind9-utils bind9-dnsutils; do
+  for p in bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 sqlite3; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || want+=("$p")
   done
   [ ${#want[@]} -eq 0 ] && return 0
@@ -49,7 +49,9 @@ debian_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
   # The packaged named service must not hold port 53 or our files: we start our own.
-  if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now named >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now named knot pdns >/dev/null 2>&1 || true
+  fi
 }
 
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules with local

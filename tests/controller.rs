@@ -54,7 +54,7 @@ impl Operator {
             serve_admin,
             None,
         ));
-        let http = reqwest::Client::new();
+        let http = support::http_client();
         support::wait_ready(serve_admin).await;
         let options = Options {
             config: Config {

@@ -1312,7 +1312,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
         &serve_env,
         scratch().join(format!("serve-{suffix}.log")),
     );
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     // Ready means its MailDomain watch has synced: it may list and watch them.
     wait_http_ok(&http, &format!("http://{serve_admin}/readyz"), &mut serve).await;
 

@@ -38,13 +38,17 @@ pub struct DNSProviderSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSettings {
-    /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS) or `manual`
-    /// (write nothing; status lists the records to publish by hand).
+    /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
+    /// PowerDNS Authoritative HTTP API) or `manual` (write nothing; status lists the records to
+    /// publish by hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136Spec>,
+    /// Settings of the powerdns provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub powerdns: Option<PowerDnsSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -69,16 +73,23 @@ pub struct ProviderSettings {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderType {
     Rfc2136,
+    #[serde(rename = "powerdns")]
+    PowerDns,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 2] = [ProviderType::Rfc2136, ProviderType::Manual];
+    pub const ALL: [ProviderType; 3] = [
+        ProviderType::Rfc2136,
+        ProviderType::PowerDns,
+        ProviderType::Manual,
+    ];
 
     /// The `type` value, which also names the type's settings block.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderType::Rfc2136 => "rfc2136",
+            ProviderType::PowerDns => "powerdns",
             ProviderType::Manual => "manual",
         }
     }
@@ -141,6 +152,29 @@ pub struct Rfc2136Spec {
     /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
     /// namespace) holding the base64 TSIG secret.
     pub tsig_secret_ref: SecretKeyRef,
+}
+
+/// PowerDNS Authoritative HTTP API settings (PowerDNS 4.1 or later).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerDnsSpec {
+    /// Base URL of the API (the server's webserver), without `/api/v1`, e.g.
+    /// `http://pdns.dns.svc:8081`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("url must be http:// or https:// and a host, without a path, e.g. http://pdns.dns.svc:8081"))]
+    pub url: String,
+    /// The server id in the API's paths; `localhost` unless the API sits behind something
+    /// that serves several servers.
+    #[serde(default = "default_server_id")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_id: String,
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding the API key (`api-key` in pdns.conf), sent as `X-API-Key`.
+    pub api_key_secret_ref: SecretKeyRef,
+}
+
+fn default_server_id() -> String {
+    "localhost".to_owned()
 }
 
 /// TSIG HMAC algorithms.

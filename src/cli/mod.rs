@@ -35,6 +35,7 @@ enum Command {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::dns::http::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => crd::run(),

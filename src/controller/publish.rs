@@ -49,7 +49,7 @@ pub async fn run(
     names.sort();
     names.dedup();
     let backend = &target.backend;
-    let current = backend.read(&names).await?;
+    let current = backend.read(&target.zone, &names).await?;
     let plan = plan::plan(records, &retired, &current, &target.settings);
     if !plan.operations.is_empty() && backend.writes() {
         backend
@@ -219,10 +219,11 @@ mod tests {
             }
             fn read<'a>(
                 &'a self,
+                zone: &'a str,
                 names: &'a [String],
             ) -> futures_util::future::BoxFuture<'a, Result<Current, DnsError>> {
                 Box::pin(async move {
-                    let current = self.0.read(names).await?;
+                    let current = self.0.read(zone, names).await?;
                     self.0.set(
                         "_dmarc.example.com",
                         RRset {

@@ -105,6 +105,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         controller: "mailsec-operator".into(),
         instance: Some(options.identity.clone()),
     };
+    crate::dns::http::install_crypto_provider();
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: options.config.clone(),

@@ -19,8 +19,13 @@ pub trait DnsBackend: Send + Sync {
         true
     }
 
-    /// The TXT RRsets at `names` as the provider holds them, values joined from their strings.
-    fn read<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>>;
+    /// The TXT RRsets at `names` (all in `zone`) as the provider holds them, values joined
+    /// from their strings.
+    fn read<'a>(
+        &'a self,
+        zone: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Current, DnsError>>;
 
     /// Applies `operations` in `zone`, all or nothing. `current` is what [`DnsBackend::read`]
     /// returned for the names involved: a provider that replaces whole RRsets writes
@@ -77,7 +82,11 @@ impl DnsBackend for Manual {
         false
     }
 
-    fn read<'a>(&'a self, _names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>> {
+    fn read<'a>(
+        &'a self,
+        _zone: &'a str,
+        _names: &'a [String],
+    ) -> BoxFuture<'a, Result<Current, DnsError>> {
         Box::pin(async { Ok(Current::new()) })
     }
 

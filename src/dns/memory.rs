@@ -65,7 +65,11 @@ impl DnsBackend for InMemory {
         "memory"
     }
 
-    fn read<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>> {
+    fn read<'a>(
+        &'a self,
+        _zone: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Current, DnsError>> {
         Box::pin(async move {
             self.failure()?;
             let records = self.records();

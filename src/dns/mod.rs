@@ -3,9 +3,11 @@
 //! `DNSProvider`'s type to its backend.
 
 pub mod backend;
+pub mod http;
 pub mod memory;
 pub mod ownership;
 pub mod plan;
+pub mod powerdns;
 pub mod registry;
 pub mod rfc2136;
 

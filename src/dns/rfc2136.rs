@@ -137,6 +137,13 @@ impl Rfc2136 {
                 })?;
             match response.metadata.response_code {
                 ResponseCode::NoError | ResponseCode::NXDomain => {}
+                // A query outside the zones the server has is refused (no recursion here).
+                ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotZone => {
+                    return Err(DnsError::ZoneNotFound(format!(
+                        "{}: TXT query for {name}: {}: the server does not serve that zone",
+                        self.server, response.metadata.response_code
+                    )));
+                }
                 code => return Err(from_rcode(code, &format!("TXT query for {name}"))),
             }
             let mut rrset = RRset::default();
@@ -195,7 +202,12 @@ impl DnsBackend for Rfc2136 {
         "rfc2136"
     }
 
-    fn read<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<Current, DnsError>> {
+    /// One server serves every zone it has: the zone is not needed to ask.
+    fn read<'a>(
+        &'a self,
+        _zone: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Current, DnsError>> {
         Box::pin(Rfc2136::read(self, names))
     }
 

@@ -53,13 +53,27 @@ pub struct DnsSettings {
     pub tsig_secret: String,
 }
 
+/// The PowerDNS Authoritative server of the environment: its HTTP API, and its DNS side
+/// (`dns.server`; the TSIG fields there are unused).
+#[derive(Clone, Debug)]
+pub struct PowerDnsSettings {
+    /// `http://127.0.0.1:<port>`
+    pub api_url: String,
+    pub api_key: String,
+    pub dns: DnsSettings,
+}
+
 /// The running test environment.
 #[derive(Clone, Debug)]
 pub struct TestEnv {
     pub kubeconfig: PathBuf,
     /// `https://127.0.0.1:<port>` as written in the kubeconfig.
     pub api_server: String,
+    /// BIND 9.
     pub dns: DnsSettings,
+    /// Knot DNS: the same zone and TSIG key as `dns`.
+    pub knot: DnsSettings,
+    pub pdns: PowerDnsSettings,
     /// The env-up.sh state directory (logs are in `logs/`), if known.
     pub env_dir: Option<PathBuf>,
     /// Directory holding kubectl, helm, kube-apiserver, etcd (scripts/tools.sh).
@@ -199,18 +213,32 @@ impl TestEnv {
             )
         })?;
 
-        let server_str = need("MAILSEC_DNS_SERVER")?;
-        let server = server_str
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("MAILSEC_DNS_SERVER={server_str} is not host:port"))?;
+        let addr = |var: &str| -> Result<SocketAddr, String> {
+            let text = need(var)?;
+            text.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("{var}={text} is not host:port"))
+        };
+        let server = addr("MAILSEC_DNS_SERVER")?;
         let dns = DnsSettings {
             server,
             zone: get("MAILSEC_DNS_ZONE").unwrap_or_else(|| "example.test".into()),
             tsig_key_name: need("MAILSEC_TSIG_KEY_NAME")?,
             tsig_algorithm: get("MAILSEC_TSIG_ALGORITHM").unwrap_or_else(|| "hmac-sha256".into()),
             tsig_secret: need("MAILSEC_TSIG_SECRET")?,
+        };
+        let knot = DnsSettings {
+            server: addr("MAILSEC_KNOT_SERVER")?,
+            ..dns.clone()
+        };
+        let pdns = PowerDnsSettings {
+            api_url: need("MAILSEC_PDNS_API_URL")?,
+            api_key: need("MAILSEC_PDNS_API_KEY")?,
+            dns: DnsSettings {
+                server: addr("MAILSEC_PDNS_SERVER")?,
+                ..dns.clone()
+            },
         };
         let tools_bin = match get("MAILSEC_TOOLS_BIN") {
             Some(dir) => PathBuf::from(dir),
@@ -220,6 +248,8 @@ impl TestEnv {
             kubeconfig,
             api_server,
             dns,
+            knot,
+            pdns,
             env_dir: get("MAILSEC_ENV_DIR").map(PathBuf::from),
             tools_bin,
         })
@@ -643,11 +673,21 @@ pub fn is_yaml(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }
 
+/// An HTTP client for the tests (the library's rustls provider installed first, as the
+/// operator does at start).
+pub fn http_client() -> reqwest::Client {
+    mailsec_operator::dns::http::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// Waits (20 s at most) until `/readyz` on `admin` answers 200: for `mailsec serve` started by
 /// a test, ready once its watch cache has synced.
 pub async fn wait_ready(admin: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("http://{admin}/readyz"))
+    let http = http_client();
+    while !http
+        .get(format!("http://{admin}/readyz"))
+        .send()
         .await
         .is_ok_and(|r| r.status().is_success())
     {

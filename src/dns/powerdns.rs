@@ -1,0 +1,381 @@
+//! The `powerdns` provider: the PowerDNS Authoritative HTTP API (`/api/v1/servers/{id}`).
+//!
+//! PowerDNS stores whole RRsets: a `PATCH` of a zone with `changetype: REPLACE` sets every
+//! value at a name, atomically for the whole request, but with no compare-and-swap (4.7, the
+//! Debian version, has no value-level `EXTEND`/`PRUNE`). So a write here is: re-read each
+//! RRset we change and stop if it is no longer what the plan saw (someone else changed it);
+//! replace it with [`rrsets_after`] (foreign values kept as the exact strings read, so their
+//! bytes and string boundaries do not change; the RRset's TTL kept); re-read and verify.
+//! What is left is the few milliseconds between that re-read and the PATCH.
+//!
+//! TXT content is the zone-file presentation form and must be quoted; ours is written as
+//! ≤255-byte quoted strings, and read back joined, whatever the chunking.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::DnsError;
+use super::backend::{ConnectError, DnsBackend, SecretError, SecretSource};
+use super::http;
+use super::plan::{Current, Operation, RRset, rrsets_after};
+use crate::api::PowerDnsSpec;
+use crate::domain::txt;
+
+/// How long one API request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct PowerDns {
+    http: reqwest::Client,
+    /// `<url>/api/v1/servers/<server id>`
+    server: String,
+    api_key: String,
+}
+
+/// An RRset as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ApiRRset {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    #[serde(default)]
+    ttl: Option<u32>,
+    #[serde(default)]
+    records: Vec<ApiRecord>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    changetype: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ApiRecord {
+    content: String,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Zone {
+    #[serde(default)]
+    rrsets: Vec<ApiRRset>,
+}
+
+impl PowerDns {
+    pub async fn from_spec(
+        spec: &PowerDnsSpec,
+        secrets: &dyn SecretSource,
+    ) -> Result<Self, ConnectError> {
+        let raw = secrets.value(&spec.api_key_secret_ref).await?;
+        let key = String::from_utf8(raw)
+            .ok()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                SecretError::NotFound(format!(
+                    "Secret {} key {} does not hold a PowerDNS API key (printable text)",
+                    spec.api_key_secret_ref.name, spec.api_key_secret_ref.key
+                ))
+            })?;
+        Ok(PowerDns::new(&spec.url, &spec.server_id, key)?)
+    }
+
+    pub fn new(url: &str, server_id: &str, api_key: String) -> Result<Self, DnsError> {
+        let base = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                DnsError::Config(format!("powerdns url `{url}` is not an http(s) URL"))
+            })?;
+        Ok(PowerDns {
+            http: http::client(TIMEOUT)?,
+            server: format!(
+                "{}/api/v1/servers/{}",
+                base.as_str().trim_end_matches('/'),
+                encode_id(server_id)
+            ),
+            api_key,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, String), DnsError> {
+        let url = format!("{}{path}", self.server);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .header("X-API-Key", &self.api_key);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| {
+            DnsError::Unreachable(format!("powerdns {method} {url}: {}", http::describe(&e)))
+        })?;
+        let status = response.status();
+        let retry_after = http::retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        let detail = format!(
+            "powerdns {method} {url}: HTTP {status}: {}",
+            api_error(&text)
+        );
+        Err(match status.as_u16() {
+            401 => DnsError::Auth(format!("{detail}: check the API key")),
+            403 => DnsError::Refused(format!("{detail}: check webserver-allow-from and the key")),
+            404 => DnsError::ZoneNotFound(format!("{detail}: check the zone and the server id")),
+            429 => DnsError::RateLimited {
+                retry_after,
+                detail,
+            },
+            _ => DnsError::Server(detail),
+        })
+    }
+
+    /// The TXT RRset at `name` in `zone`, raw, or None.
+    async fn rrset(&self, zone: &str, name: &str) -> Result<Option<ApiRRset>, DnsError> {
+        let path = format!(
+            "/zones/{}?rrset_name={}&rrset_type=TXT",
+            encode_id(&fqdn(zone)),
+            encode_query(&fqdn(name))
+        );
+        let (_, body) = self.send(Method::GET, &path, None).await?;
+        let zone: Zone = serde_json::from_str(&body)
+            .map_err(|e| DnsError::Server(format!("powerdns: unreadable zone answer: {e}")))?;
+        let want = fqdn(name);
+        Ok(zone
+            .rrsets
+            .into_iter()
+            .find(|r| r.rtype == "TXT" && r.name.eq_ignore_ascii_case(&want)))
+    }
+}
+
+/// The logical values of a raw RRset (disabled records are not served, so not there).
+fn logical(rrset: Option<&ApiRRset>) -> Result<Option<RRset>, DnsError> {
+    let Some(rrset) = rrset else { return Ok(None) };
+    let mut values = Vec::new();
+    for record in rrset.records.iter().filter(|r| !r.disabled) {
+        let strings = txt::parse_presentation(&record.content).map_err(|e| {
+            DnsError::Server(format!(
+                "powerdns: TXT content `{}` at {} cannot be read: {e}",
+                record.content, rrset.name
+            ))
+        })?;
+        values.push(txt::join(&strings));
+    }
+    Ok((!values.is_empty()).then(|| RRset {
+        ttl: rrset.ttl.unwrap_or_default(),
+        values,
+    }))
+}
+
+/// Equal as RRsets: same TTL, same values in any order.
+fn same(a: Option<&RRset>, b: Option<&RRset>) -> bool {
+    let key = |r: Option<&RRset>| {
+        r.map(|r| {
+            let mut v = r.values.clone();
+            v.sort();
+            (r.ttl, v)
+        })
+    };
+    key(a) == key(b)
+}
+
+impl DnsBackend for PowerDns {
+    fn kind(&self) -> &'static str {
+        "powerdns"
+    }
+
+    fn read<'a>(
+        &'a self,
+        zone: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, Result<Current, DnsError>> {
+        Box::pin(async move {
+            let mut current = Current::new();
+            for name in names {
+                if let Some(rrset) = logical(self.rrset(zone, name).await?.as_ref())? {
+                    current.insert(name.clone(), rrset);
+                }
+            }
+            Ok(current)
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        zone: &'a str,
+        current: &'a Current,
+        operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(async move {
+            if operations.is_empty() {
+                return Ok(());
+            }
+            let after = rrsets_after(current, operations);
+            let mut rrsets = Vec::new();
+            for (name, wanted) in &after {
+                // Compare-and-swap by hand: stop when the RRset is not what the plan saw.
+                let raw = self.rrset(zone, name).await?;
+                if !same(logical(raw.as_ref())?.as_ref(), current.get(name)) {
+                    return Err(DnsError::ConcurrentChange(format!(
+                        "powerdns: {name} changed since it was read; nothing written"
+                    )));
+                }
+                rrsets.push(if wanted.values.is_empty() {
+                    ApiRRset {
+                        name: fqdn(name),
+                        rtype: "TXT".into(),
+                        ttl: None,
+                        records: Vec::new(),
+                        changetype: Some("DELETE".into()),
+                    }
+                } else {
+                    ApiRRset {
+                        name: fqdn(name),
+                        rtype: "TXT".into(),
+                        ttl: Some(wanted.ttl),
+                        records: records_for(raw.as_ref(), &wanted.values)?,
+                        changetype: Some("REPLACE".into()),
+                    }
+                });
+            }
+            let body = serde_json::json!({ "rrsets": rrsets });
+            let path = format!("/zones/{}", encode_id(&fqdn(zone)));
+            self.send(Method::PATCH, &path, Some(&body)).await?;
+            // Verify: what is there now is what we wrote.
+            for (name, wanted) in &after {
+                let now = logical(self.rrset(zone, name).await?.as_ref())?;
+                let wanted = (!wanted.values.is_empty()).then_some(wanted);
+                if !same(now.as_ref(), wanted) {
+                    return Err(DnsError::ConcurrentChange(format!(
+                        "powerdns: {name} changed while it was written; the next pass reads it again"
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The records for `values`: a value already there keeps its exact content (a foreign
+/// value's bytes and string boundaries are not ours to change); a new one is quoted ≤255-byte
+/// strings.
+fn records_for(raw: Option<&ApiRRset>, values: &[String]) -> Result<Vec<ApiRecord>, DnsError> {
+    let mut existing: Vec<(String, String)> = Vec::new();
+    for record in raw
+        .iter()
+        .flat_map(|r| r.records.iter())
+        .filter(|r| !r.disabled)
+    {
+        if let Ok(strings) = txt::parse_presentation(&record.content) {
+            existing.push((txt::join(&strings), record.content.clone()));
+        }
+    }
+    Ok(values
+        .iter()
+        .map(|v| ApiRecord {
+            content: existing
+                .iter()
+                .find(|(logical, _)| logical == v)
+                .map_or_else(|| txt::to_presentation(v), |(_, raw)| raw.clone()),
+            disabled: false,
+        })
+        .collect())
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+/// A zone or server id in a path: PowerDNS escapes `/` (and anything outside LDH, `.`, `_`)
+/// as `=XX`.
+fn encode_id(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            other => format!("={other:02X}"),
+        })
+        .collect()
+}
+
+fn encode_query(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The `error` field of a PowerDNS error answer, or the body.
+fn api_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(contents: &[&str]) -> ApiRRset {
+        ApiRRset {
+            name: "example.com.".into(),
+            rtype: "TXT".into(),
+            ttl: Some(900),
+            records: contents
+                .iter()
+                .map(|c| ApiRecord {
+                    content: (*c).into(),
+                    disabled: false,
+                })
+                .collect(),
+            changetype: None,
+        }
+    }
+
+    #[test]
+    fn foreign_values_keep_their_exact_content_and_ours_are_split() {
+        let foreign = r#""verify" "=abc" "a\"b""#;
+        let rr = raw(&[foreign, "\"v=spf1 -all\""]);
+        let read = logical(Some(&rr)).unwrap().unwrap();
+        assert_eq!(read.values, ["verify=abca\"b", "v=spf1 -all"]);
+        assert_eq!(read.ttl, 900);
+        let long = format!("v=DKIM1; k=rsa; p={}", "A".repeat(400));
+        let out = records_for(Some(&rr), &["verify=abca\"b".into(), long.clone()]).unwrap();
+        assert_eq!(out[0].content, foreign, "byte for byte, strings and all");
+        let strings = txt::parse_presentation(&out[1].content).unwrap();
+        assert!(strings.len() == 2 && strings.iter().all(|s| s.len() <= 255));
+        assert_eq!(txt::join(&strings), long);
+    }
+
+    #[test]
+    fn ids_and_errors_are_encoded_the_way_powerdns_reads_them() {
+        assert_eq!(encode_id("example.test."), "example.test.");
+        assert_eq!(encode_id("0/24.example."), "0=2F24.example.");
+        assert_eq!(api_error(r#"{"error": "RRset x: bad"}"#), "RRset x: bad");
+        assert_eq!(api_error("Not Found"), "Not Found");
+        assert!(PowerDns::new("ftp://x", "localhost", "k".into()).is_err());
+        assert!(same(
+            Some(&RRset {
+                ttl: 1,
+                values: vec!["a".into(), "b".into()]
+            }),
+            Some(&RRset {
+                ttl: 1,
+                values: vec!["b".into(), "a".into()]
+            })
+        ));
+        assert!(!same(
+            Some(&RRset {
+                ttl: 1,
+                values: vec!["a".into()]
+            }),
+            None
+        ));
+    }
+}

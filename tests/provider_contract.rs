@@ -1,0 +1,547 @@
+//! The provider contract: one set of scenarios, run through the DNS stage of the controller
+//! (`publish::run`: read, plan, apply) against every backend, each against a real server of
+//! the test environment: rfc2136 against BIND 9 and against Knot DNS, powerdns against
+//! PowerDNS Authoritative (its HTTP API, sqlite3 backend). Foreign values are written through
+//! a side door (nsupdate, or the PowerDNS API directly) and everything is checked with `dig`
+//! against the server itself, an implementation that is not ours.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use mailsec_operator::api::{RecordState, RecordStatus};
+use mailsec_operator::controller::dereference::Target;
+use mailsec_operator::controller::publish::{self, Published};
+use mailsec_operator::dns::DnsError;
+use mailsec_operator::dns::backend::DnsBackend;
+use mailsec_operator::dns::ownership::Owner;
+use mailsec_operator::dns::plan::{Policy, Settings};
+use mailsec_operator::dns::powerdns::PowerDns;
+use mailsec_operator::dns::rfc2136::{Algorithm, Rfc2136};
+use mailsec_operator::domain::record::{RecordKind, TxtRecord};
+use support::{DnsSettings, PowerDnsSettings, TestEnv, parse_txt_strings, random_suffix};
+
+/// How a test writes values the operator did not create.
+enum SideDoor {
+    Nsupdate(DnsSettings),
+    PowerDns(PowerDnsSettings),
+}
+
+/// One backend against one server.
+struct Subject {
+    name: &'static str,
+    backend: Arc<dyn DnsBackend>,
+    /// The server's DNS side, for dig.
+    dns: DnsSettings,
+    side: SideDoor,
+}
+
+fn rfc2136(dns: &DnsSettings, secret_b64: &str) -> Rfc2136 {
+    assert_eq!(dns.tsig_algorithm, "hmac-sha256");
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret_b64)
+        .expect("base64 secret");
+    Rfc2136::new(
+        dns.server,
+        &dns.tsig_key_name,
+        Algorithm::HmacSha256,
+        secret,
+    )
+    .expect("rfc2136")
+}
+
+fn powerdns(pdns: &PowerDnsSettings, key: &str) -> PowerDns {
+    PowerDns::new(&pdns.api_url, "localhost", key.to_owned()).expect("powerdns")
+}
+
+fn subjects(env: &TestEnv) -> Vec<Subject> {
+    vec![
+        Subject {
+            name: "rfc2136/BIND",
+            backend: Arc::new(rfc2136(&env.dns, &env.dns.tsig_secret)),
+            dns: env.dns.clone(),
+            side: SideDoor::Nsupdate(env.dns.clone()),
+        },
+        Subject {
+            name: "rfc2136/Knot",
+            backend: Arc::new(rfc2136(&env.knot, &env.knot.tsig_secret)),
+            dns: env.knot.clone(),
+            side: SideDoor::Nsupdate(env.knot.clone()),
+        },
+        Subject {
+            name: "powerdns",
+            backend: Arc::new(powerdns(&env.pdns, &env.pdns.api_key)),
+            dns: env.pdns.dns.clone(),
+            side: SideDoor::PowerDns(env.pdns.clone()),
+        },
+    ]
+}
+
+impl Subject {
+    fn target(&self, resource: &str) -> Target {
+        Target {
+            backend: self.backend.clone(),
+            zone: self.dns.zone.clone(),
+            settings: Settings {
+                owner: Owner::new("contract", resource),
+                policy: Policy::Sync,
+                adopt: false,
+            },
+        }
+    }
+
+    /// Adds one TXT record with these character-strings (zone-file presentation, quoted) at
+    /// `name`, beside whatever is there.
+    async fn add_foreign(&self, name: &str, ttl: u32, presentation: &str) {
+        match &self.side {
+            SideDoor::Nsupdate(dns) => {
+                dns.update(&format!("update add {name}. {ttl} TXT {presentation}\n"))
+            }
+            SideDoor::PowerDns(p) => {
+                let http = support::http_client();
+                let zone_url = format!(
+                    "{}/api/v1/servers/localhost/zones/{}.",
+                    p.api_url, p.dns.zone
+                );
+                let body = http
+                    .get(format!("{zone_url}?rrset_name={name}.&rrset_type=TXT"))
+                    .header("X-API-Key", &p.api_key)
+                    .send()
+                    .await
+                    .expect("GET")
+                    .text()
+                    .await
+                    .expect("zone");
+                let current: serde_json::Value = serde_json::from_str(&body).expect("zone JSON");
+                let existing = current["rrsets"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r["type"] == "TXT"))
+                    .cloned();
+                let mut records: Vec<serde_json::Value> = existing
+                    .as_ref()
+                    .and_then(|r| r["records"].as_array().cloned())
+                    .unwrap_or_default();
+                records.push(serde_json::json!({"content": presentation, "disabled": false}));
+                let ttl = existing
+                    .as_ref()
+                    .and_then(|r| r["ttl"].as_u64())
+                    .unwrap_or(u64::from(ttl));
+                let body = serde_json::json!({"rrsets": [{
+                    "name": format!("{name}."), "type": "TXT", "ttl": ttl,
+                    "changetype": "REPLACE", "records": records}]});
+                let status = http
+                    .patch(&zone_url)
+                    .header("X-API-Key", &p.api_key)
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("PATCH")
+                    .status();
+                assert_eq!(status.as_u16(), 204, "{}: side-door write", self.name);
+            }
+        }
+    }
+
+    /// The TXT records at `name` as dig prints them (one line each, exact), sorted.
+    fn raw(&self, name: &str) -> Vec<String> {
+        let mut lines = self.dns.dig_short(name, "TXT");
+        lines.sort();
+        lines
+    }
+
+    /// The TTL of the TXT RRset at `name`, as the server answers it.
+    fn ttl(&self, name: &str) -> Option<u32> {
+        let out = self.dns.dig(&["+noall", "+answer", name, "TXT"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.split_whitespace().nth(1).and_then(|t| t.parse().ok()))
+    }
+
+    /// The TXT values at `name`, joined.
+    fn values(&self, name: &str) -> Vec<String> {
+        self.dns.txt(name)
+    }
+}
+
+fn record(name: &str, kind: RecordKind, value: &str) -> TxtRecord {
+    TxtRecord {
+        name: name.to_owned(),
+        kind,
+        ttl: 300,
+        value: value.to_owned(),
+    }
+}
+
+fn dkim(bits: u32) -> String {
+    let file = format!(
+        "{}/tests/fixtures/dkim/rsa{bits}.p.txt",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let key = std::fs::read_to_string(file).expect("fixture");
+    format!("v=DKIM1; k=rsa; p={}", key.trim())
+}
+
+/// Every record kind for `domain`.
+fn all_kinds(domain: &str) -> Vec<TxtRecord> {
+    vec![
+        record(
+            &format!("_mta-sts.{domain}"),
+            RecordKind::MtaSts,
+            "v=STSv1; id=20261201a",
+        ),
+        record(
+            &format!("_smtp._tls.{domain}"),
+            RecordKind::TlsRpt,
+            "v=TLSRPTv1; rua=mailto:tlsrpt@example.test",
+        ),
+        record(domain, RecordKind::Spf, "v=spf1 mx -all"),
+        record(
+            &format!("_dmarc.{domain}"),
+            RecordKind::Dmarc,
+            "v=DMARC1; p=reject",
+        ),
+        record(
+            &format!("s1._domainkey.{domain}"),
+            RecordKind::Dkim,
+            &dkim(2048),
+        ),
+        record(
+            &format!("default._bimi.{domain}"),
+            RecordKind::Bimi,
+            "v=BIMI1; l=https://example.test/logo.svg",
+        ),
+    ]
+}
+
+async fn publish(
+    s: &Subject,
+    t: &Target,
+    desired: &[TxtRecord],
+    before: &[RecordStatus],
+) -> Published {
+    publish::run(t, desired, before)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s.name))
+}
+
+#[tokio::test]
+async fn every_kind_is_published_read_back_equal_and_settles() {
+    let Some(env) = support::env() else { return };
+    for s in subjects(env) {
+        let domain = format!("all-{}.{}", random_suffix(), s.dns.zone);
+        let t = s.target("contract/all");
+        let desired = all_kinds(&domain);
+        let first = publish(&s, &t, &desired, &[]).await;
+        assert!(first.changes > 0, "{}", s.name);
+        assert!(
+            first
+                .records
+                .iter()
+                .all(|r| r.state == RecordState::Published),
+            "{}: {:?}",
+            s.name,
+            first.records
+        );
+        for r in &desired {
+            assert_eq!(
+                s.values(&r.name),
+                std::slice::from_ref(&r.value),
+                "{}: {}",
+                s.name,
+                r.name
+            );
+        }
+        let again = publish(&s, &t, &desired, &first.records).await;
+        assert_eq!(again.changes, 0, "{}: a second pass writes nothing", s.name);
+        let gone = publish(&s, &t, &[], &again.records).await;
+        assert!(gone.records.is_empty());
+        for r in &desired {
+            assert!(
+                s.values(&r.name).is_empty(),
+                "{}: {} removed",
+                s.name,
+                r.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn long_dkim_keys_are_split_into_strings_that_join_to_the_value_and_do_not_loop() {
+    let Some(env) = support::env() else { return };
+    for s in subjects(env) {
+        let t = s.target("contract/dkim");
+        for bits in [2048, 4096] {
+            let name = format!("k{bits}-{}._domainkey.{}", random_suffix(), s.dns.zone);
+            let value = dkim(bits);
+            assert!(value.len() > if bits == 2048 { 400 } else { 730 });
+            let desired = [record(&name, RecordKind::Dkim, &value)];
+            let first = publish(&s, &t, &desired, &[]).await;
+            let lines = s.raw(&name);
+            assert_eq!(lines.len(), 1, "{}: one record", s.name);
+            let strings = parse_txt_strings(&lines[0]);
+            assert!(strings.len() >= 2, "{}: split: {lines:?}", s.name);
+            assert!(strings.iter().all(|x| x.len() <= 255), "{}", s.name);
+            assert_eq!(strings.concat(), value, "{}: joined, exact", s.name);
+            let second = publish(&s, &t, &desired, &first.records).await;
+            assert_eq!(second.changes, 0, "{}: {bits}-bit read back equal", s.name);
+            publish(&s, &t, &[], &second.records).await;
+        }
+    }
+}
+
+/// Foreign values at the apex, of every awkward shape, with a TTL of their own.
+const FOREIGN: [&str; 3] = [
+    r#""google-site-verification=abc123""#,
+    r#""a value with spaces and a \"quote\"""#,
+    r#""two" "strings""#,
+];
+
+#[tokio::test]
+async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles() {
+    let Some(env) = support::env() else { return };
+    for s in subjects(env) {
+        let domain = format!("apex-{}.{}", random_suffix(), s.dns.zone);
+        for f in FOREIGN {
+            s.add_foreign(&domain, 900, f).await;
+        }
+        let foreign_before = s.raw(&domain);
+        assert_eq!(foreign_before.len(), 3, "{}: {foreign_before:?}", s.name);
+        let t = s.target("contract/apex");
+        let mut before = Vec::new();
+        for cycle in 0..100 {
+            let spf = record(
+                &domain,
+                RecordKind::Spf,
+                &format!("v=spf1 ip4:192.0.2.{cycle} -all"),
+            );
+            let published = publish(&s, &t, std::slice::from_ref(&spf), &before).await;
+            let updated = record(
+                &domain,
+                RecordKind::Spf,
+                &format!("v=spf1 ip4:198.51.100.{cycle} -all"),
+            );
+            let published =
+                publish(&s, &t, std::slice::from_ref(&updated), &published.records).await;
+            assert_eq!(
+                s.values(&domain)
+                    .iter()
+                    .filter(|v| v.starts_with("v=spf1"))
+                    .collect::<Vec<_>>(),
+                [&updated.value],
+                "{}: cycle {cycle}: exactly our updated value",
+                s.name
+            );
+            let gone = publish(&s, &t, &[], &published.records).await;
+            before = gone.records;
+            if cycle % 33 == 0 || cycle == 99 {
+                assert_eq!(s.raw(&domain), foreign_before, "{}: cycle {cycle}", s.name);
+                assert_eq!(s.ttl(&domain), Some(900), "{}: cycle {cycle}: TTL", s.name);
+            }
+        }
+        assert!(
+            s.values(&format!("_mailsec.{domain}")).is_empty(),
+            "{}: marker gone",
+            s.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn update_changes_exactly_our_value_and_delete_removes_ours_and_our_markers() {
+    let Some(env) = support::env() else { return };
+    for s in subjects(env) {
+        let domain = format!("upd-{}.{}", random_suffix(), s.dns.zone);
+        let dmarc = format!("_dmarc.{domain}");
+        s.add_foreign(&domain, 600, FOREIGN[0]).await;
+        let t = s.target("contract/update");
+        let v1 = [
+            record(&domain, RecordKind::Spf, "v=spf1 mx -all"),
+            record(&dmarc, RecordKind::Dmarc, "v=DMARC1; p=none"),
+        ];
+        let first = publish(&s, &t, &v1, &[]).await;
+        let v2 = [
+            v1[0].clone(),
+            record(&dmarc, RecordKind::Dmarc, "v=DMARC1; p=quarantine"),
+        ];
+        let second = publish(&s, &t, &v2, &first.records).await;
+        assert_eq!(second.changes, 2, "{}: one remove, one add", s.name);
+        assert_eq!(s.values(&dmarc), ["v=DMARC1; p=quarantine"], "{}", s.name);
+        assert_eq!(
+            s.values(&domain),
+            ["google-site-verification=abc123", "v=spf1 mx -all"],
+            "{}",
+            s.name
+        );
+        publish(&s, &t, &[], &second.records).await;
+        assert_eq!(s.raw(&domain), [FOREIGN[0]], "{}", s.name);
+        for name in [
+            &dmarc,
+            &format!("_mailsec.{domain}"),
+            &format!("_mailsec.{dmarc}"),
+        ] {
+            assert!(s.values(name).is_empty(), "{}: {name}", s.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
+    let Some(env) = support::env() else { return };
+    for s in subjects(env) {
+        let domain = format!("race-{}.{}", random_suffix(), s.dns.zone);
+        s.add_foreign(&domain, 600, FOREIGN[0]).await;
+        let t = s.target("contract/race");
+        let spf = record(&domain, RecordKind::Spf, "v=spf1 mx -all");
+        let names = vec![domain.clone(), format!("_mailsec.{domain}")];
+        // The plan is made on what we read; then someone else writes; then we apply.
+        let current = s.backend.read(&t.zone, &names).await.expect("read");
+        let plan = mailsec_operator::dns::plan::plan(
+            std::slice::from_ref(&spf),
+            &[],
+            &current,
+            &t.settings,
+        );
+        s.add_foreign(&domain, 600, r#""late-arrival=1""#).await;
+        let result = s.backend.apply(&t.zone, &current, &plan.operations).await;
+        let values = s.values(&domain);
+        assert!(
+            values.contains(&"late-arrival=1".to_owned()),
+            "{}: the concurrent value is kept: {values:?}",
+            s.name
+        );
+        match (s.backend.writes(), &result) {
+            // Value-level updates (RFC 2136) cannot lose it: ours is added beside it.
+            _ if s.name.starts_with("rfc2136") => {
+                assert!(result.is_ok(), "{}: {result:?}", s.name);
+                assert!(values.contains(&spf.value), "{}", s.name);
+            }
+            // An RRset-replacing API sees the change and writes nothing.
+            _ => {
+                assert_eq!(
+                    result.as_ref().map_err(DnsError::category),
+                    Err("DNSConcurrentChange"),
+                    "{}",
+                    s.name
+                );
+                assert!(
+                    !values.contains(&spf.value),
+                    "{}: nothing half-written",
+                    s.name
+                );
+                // The next pass reads again and publishes.
+                let next = publish(&s, &t, std::slice::from_ref(&spf), &[]).await;
+                assert_eq!(next.records[0].state, RecordState::Published);
+                assert!(s.values(&domain).contains(&spf.value), "{}", s.name);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_unknown_zones_and_dead_servers_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let wrong_secret = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], dead_port));
+    // What, the backend, the zone it is asked to write, the reason, the server to dig.
+    type Case = (
+        &'static str,
+        Arc<dyn DnsBackend>,
+        String,
+        &'static str,
+        DnsSettings,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "rfc2136/BIND wrong TSIG",
+            Arc::new(rfc2136(&env.dns, &wrong_secret)),
+            env.dns.zone.clone(),
+            "DNSAuthFailed",
+            env.dns.clone(),
+        ),
+        (
+            "rfc2136/Knot wrong TSIG",
+            Arc::new(rfc2136(&env.knot, &wrong_secret)),
+            env.knot.zone.clone(),
+            "DNSAuthFailed",
+            env.knot.clone(),
+        ),
+        (
+            "rfc2136/BIND unknown zone",
+            Arc::new(rfc2136(&env.dns, &env.dns.tsig_secret)),
+            "nothere.test".into(),
+            "DNSZoneNotFound",
+            env.dns.clone(),
+        ),
+        (
+            "rfc2136/Knot unknown zone",
+            Arc::new(rfc2136(&env.knot, &env.knot.tsig_secret)),
+            "nothere.test".into(),
+            "DNSZoneNotFound",
+            env.knot.clone(),
+        ),
+        (
+            "rfc2136 dead server",
+            Arc::new(rfc2136(
+                &DnsSettings {
+                    server: dead,
+                    ..env.dns.clone()
+                },
+                &env.dns.tsig_secret,
+            )),
+            env.dns.zone.clone(),
+            "DNSUnreachable",
+            env.dns.clone(),
+        ),
+        (
+            "powerdns wrong key",
+            Arc::new(powerdns(&env.pdns, "wrong-key")),
+            env.pdns.dns.zone.clone(),
+            "DNSAuthFailed",
+            env.pdns.dns.clone(),
+        ),
+        (
+            "powerdns unknown zone",
+            Arc::new(powerdns(&env.pdns, &env.pdns.api_key)),
+            "nothere.test".into(),
+            "DNSZoneNotFound",
+            env.pdns.dns.clone(),
+        ),
+        (
+            "powerdns dead server",
+            Arc::new(
+                PowerDns::new(&format!("http://{dead}"), "localhost", "k".into()).expect("pdns"),
+            ),
+            env.pdns.dns.zone.clone(),
+            "DNSUnreachable",
+            env.pdns.dns.clone(),
+        ),
+    ];
+    for (what, backend, zone, category, dns) in cases {
+        let name = format!("bad-{}.{zone}", random_suffix());
+        let t = Target {
+            backend,
+            zone: zone.clone(),
+            settings: Settings {
+                owner: Owner::new("contract", "contract/bad"),
+                policy: Policy::Sync,
+                adopt: false,
+            },
+        };
+        let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+        let err = publish::run(&t, &desired, &[]).await.expect_err(what);
+        assert_eq!(err.category(), category, "{what}: {err}");
+        if zone == dns.zone {
+            assert!(
+                dns.dig_short(&name, "TXT").is_empty(),
+                "{what}: nothing written"
+            );
+        }
+    }
+}
