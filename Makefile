@@ -8,6 +8,7 @@
 #   make env-lifecycle   check that up/down leave no process, port or state behind
 #   make integration     cargo test --all-targets against a fresh environment, then down
 #   make demo    environment + operator (serve, controller), examples/local/ applied, result shown
+#                (PROVIDER=powerdns: through the local PowerDNS API instead of BIND)
 #   make bench   time from applying a MailDomain to BIND answering it (BENCH_N=20 domains)
 #   make bench-checks   live checks: one domain, and BENCH_DOMAINS=1000 at BENCH_CONCURRENCY="8 32 128"
 #   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
@@ -63,8 +64,11 @@ test: tools lint env-lifecycle integration
 
 # Both leave the environment and the operator running (`make down` stops them); they share the
 # `make up` environment. See scripts/demo.sh, scripts/bench-publish.sh, scripts/operator-up.sh.
+# PROVIDER=powerdns writes through the local PowerDNS's HTTP API instead of RFC 2136 to BIND.
+PROVIDER ?= rfc2136
+
 demo: tools
-	@scripts/demo.sh
+	@MAILSEC_DEMO_PROVIDER=$(PROVIDER) scripts/demo.sh
 
 BENCH_N ?= 20
 

@@ -89,7 +89,7 @@ spec:
   domain: $2
   ttl: 60
   dnsProviderRef:
-    name: bind
+    name: local
   mx:
     - mx1.$2
   mtaSts:

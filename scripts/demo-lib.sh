@@ -10,7 +10,15 @@ k() { kubectl --request-timeout=30s "$@"; }
 
 # The placeholders a template in examples/local/ may use: the environment's exports.
 TEMPLATE_VARS=(MAILSEC_DNS_SERVER MAILSEC_DNS_ZONE MAILSEC_TSIG_KEY_NAME MAILSEC_TSIG_ALGORITHM
-  MAILSEC_TSIG_SECRET)
+  MAILSEC_TSIG_SECRET MAILSEC_PDNS_API_URL MAILSEC_PDNS_API_KEY)
+
+# Which local DNS server the demo writes to: rfc2136 (BIND) or powerdns (the PowerDNS API).
+DEMO_PROVIDER=${MAILSEC_DEMO_PROVIDER:-rfc2136}
+case $DEMO_PROVIDER in
+  rfc2136) PROVIDER_TEMPLATE=dnsprovider.yaml.tmpl ;;
+  powerdns) PROVIDER_TEMPLATE=dnsprovider-powerdns.yaml.tmpl ;;
+  *) say "error: PROVIDER must be rfc2136 or powerdns, not $DEMO_PROVIDER"; exit 1 ;;
+esac
 
 # Prints a template with its ${MAILSEC_...} placeholders filled in (like envsubst, without
 # needing it, and without touching anything else); fails on a placeholder left unfilled.
@@ -25,11 +33,20 @@ render_template() {
   printf '%s\n' "$text"
 }
 
-# Creates namespace $1 (if needed) and applies the TSIG Secret and the DNSProvider `bind` to it.
+# Creates namespace $1 (if needed) and applies the DNSProvider `local` of $DEMO_PROVIDER and its
+# Secret to it.
 apply_provider() {
   local ns=$1
   k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
-  render_template "$DEMO_ROOT/examples/local/dnsprovider.yaml.tmpl" | k apply -n "$ns" -f -
+  render_template "$DEMO_ROOT/examples/local/$PROVIDER_TEMPLATE" | k apply -n "$ns" -f -
+}
+
+# The DNS side of the server the demo's provider writes: host:port.
+provider_dns_server() {
+  case $DEMO_PROVIDER in
+    powerdns) echo "$MAILSEC_PDNS_SERVER" ;;
+    *) echo "$MAILSEC_DNS_SERVER" ;;
+  esac
 }
 
 # dig against the local BIND: dns_txt <name>

@@ -5,7 +5,9 @@
 #    example.test with a TSIG key), the `mailsec` build, `mailsec serve` and `mailsec controller`
 #    in the background (kept, and stopped by `make down`);
 # 2. examples/local/: namespace `mail`, the TSIG Secret and an rfc2136 DNSProvider for the local
-#    BIND (filled in from the environment), a DKIM key Secret and the MailDomain example.test;
+#    BIND (filled in from the environment; with PROVIDER=powerdns, the API key Secret and a
+#    powerdns DNSProvider for the local PowerDNS instead), a DKIM key Secret and the MailDomain
+#    example.test;
 # 3. waits (bounded) until the MailDomain is Ready, then shows it, the records as BIND serves
 #    them and the policy as `mailsec serve` returns it.
 #
@@ -59,7 +61,9 @@ done
 trap - ERR
 
 DOMAIN=$(k get maildomain "$NAME" -n "$NS" -o jsonpath='{.spec.domain}')
-DNS_HOST=${MAILSEC_DNS_SERVER%:*} DNS_PORT=${MAILSEC_DNS_SERVER##*:}
+SERVER=$(provider_dns_server)
+DNS_HOST=${SERVER%:*} DNS_PORT=${SERVER##*:}
+case $DEMO_PROVIDER in powerdns) SERVER_NAME=PowerDNS ;; *) SERVER_NAME=BIND ;; esac
 
 # Prints a command (arguments with spaces in single quotes), then runs it.
 show() {
@@ -72,7 +76,7 @@ show() {
 }
 show kubectl get maildomains -A
 echo
-echo "# The records as BIND (${MAILSEC_DNS_SERVER}) serves them:"
+echo "# The records as $SERVER_NAME ($SERVER) serves them (DNSProvider type $DEMO_PROVIDER):"
 for name in "_mta-sts.$DOMAIN" "_smtp._tls.$DOMAIN" "$DOMAIN" "_dmarc.$DOMAIN" "$SELECTOR._domainkey.$DOMAIN"; do
   show dig "@$DNS_HOST" -p "$DNS_PORT" +short TXT "$name"
 done

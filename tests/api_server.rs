@@ -45,6 +45,7 @@ async fn apply(
     let resource = match doc["kind"].as_str() {
         Some("MailDomain") => ApiResource::erase::<MailDomain>(&()),
         Some("Secret") => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+        Some("DNSProvider") => ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
         other => panic!("unexpected kind {other:?}"),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
@@ -222,5 +223,61 @@ async fn status_is_a_subresource_and_shows_in_the_printer_columns() {
         explain.contains("How long senders may cache the policy"),
         "{explain}"
     );
+    ns.delete(&client).await;
+}
+
+/// A DNSProvider's settings block must match its type, and the powerdns one must be complete:
+/// the API server refuses the rest with our messages.
+#[tokio::test]
+async fn provider_settings_blocks_are_checked_at_admission() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "providers").await;
+    let provider = |spec: serde_json::Value| {
+        serde_json::json!({"apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider",
+            "metadata": {"name": "p"}, "spec": spec})
+    };
+    let key = serde_json::json!({"name": "pdns", "key": "api-key"});
+    let ok = provider(serde_json::json!({"type": "powerdns",
+        "powerdns": {"url": "http://pdns.dns.svc:8081", "apiKeySecretRef": key}}));
+    let applied = apply(&client, ns.name(), ok, true)
+        .await
+        .expect("a complete powerdns block");
+    assert_eq!(
+        applied.data["spec"]["powerdns"]["serverId"], "localhost",
+        "defaulted"
+    );
+    let refused = [
+        (
+            serde_json::json!({"type": "powerdns"}),
+            "powerdns settings are required when type is powerdns",
+        ),
+        (
+            serde_json::json!({"type": "rfc2136",
+                "powerdns": {"url": "http://pdns:8081", "apiKeySecretRef": key}}),
+            "rfc2136 settings are required when type is rfc2136",
+        ),
+        (
+            serde_json::json!({"type": "powerdns",
+                "powerdns": {"url": "pdns.dns.svc:8081", "apiKeySecretRef": key}}),
+            "url must be http:// or https://",
+        ),
+        (
+            serde_json::json!({"type": "powerdns", "powerdns": {"url": "http://pdns:8081"}}),
+            "apiKeySecretRef",
+        ),
+    ];
+    for (spec, message) in refused {
+        let Err(kube::Error::Api(status)) =
+            apply(&client, ns.name(), provider(spec.clone()), true).await
+        else {
+            panic!("accepted: {spec}");
+        };
+        assert!(
+            status.message.contains(message),
+            "{spec}: {}",
+            status.message
+        );
+    }
     ns.delete(&client).await;
 }

@@ -945,3 +945,89 @@ async fn enforce_waits_until_every_mx_passes() {
     );
     ns.delete(&client).await;
 }
+
+/// The same job through the powerdns provider: a DNSProvider of type powerdns with its API key
+/// in a Secret; the records reach the real PowerDNS (read back with dig from its DNS side),
+/// someone else's apex value stays, and deleting removes ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_through_the_powerdns_api() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "pdns").await;
+    let pdns = &env.pdns;
+    let domain = format!("p{}.{}", random_suffix(), pdns.dns.zone);
+    let operator = Operator::start(env, ns.name(), false, "solo").await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pdns"}, "stringData": {"api-key": pdns.api_key}
+    }))
+    .await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "powerdns", "zones": [pdns.dns.zone], "powerdns": {
+            "url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}}}
+    }))
+    .await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "Ready", ready).await;
+    let id = md.status.and_then(|s| s.policy_id).expect("policy id");
+    assert_eq!(
+        sts_id(&pdns.dns.txt(&format!("_mta-sts.{domain}"))),
+        Some(id)
+    );
+    assert_eq!(pdns.dns.txt(&domain), ["v=spf1 mx -all"]);
+    assert_eq!(
+        pdns.dns.txt(&format!("_dmarc.{domain}")),
+        ["v=DMARC1; p=none"]
+    );
+    assert!(env.dns.txt(&domain).is_empty(), "nothing went to BIND");
+
+    support::delete_skipping_withdrawal(&api, "md", false).await;
+    for name in [
+        domain.clone(),
+        format!("_mta-sts.{domain}"),
+        format!("_mailsec.{domain}"),
+    ] {
+        assert!(
+            pdns.dns.txt(&name).is_empty(),
+            "{name}: {:?}",
+            pdns.dns.txt(&name)
+        );
+    }
+    drop(operator);
+    ns.delete(&client).await;
+}
+
+/// A wrong API key is an authentication failure named on the MailDomain, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_powerdns_key_is_reported_and_writes_nothing() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "pdnsbad").await;
+    let pdns = &env.pdns;
+    let domain = format!("q{}.{}", random_suffix(), pdns.dns.zone);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pdns"}, "stringData": {"api-key": "not-the-key"}
+    }))
+    .await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "powerdns", "powerdns": {
+            "url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}}}
+    }))
+    .await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "DNSAuthFailed", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "DNSAuthFailed")
+    })
+    .await;
+    let message = condition(&md, "DNSPublished").expect("c").2;
+    assert!(
+        message.contains("powerdns") && message.contains("API key"),
+        "{message}"
+    );
+    assert!(pdns.dns.txt(&domain).is_empty());
+    ns.delete(&client).await;
+}

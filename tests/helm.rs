@@ -1565,6 +1565,7 @@ async fn the_provider_examples_render_and_are_admitted() {
         "manual.yaml",
         "policy-host-ingress.yaml",
         "policy-host-external.yaml",
+        "powerdns.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),
@@ -1591,7 +1592,8 @@ async fn the_provider_examples_render_and_are_admitted() {
             yaml_documents(&std::fs::read_to_string(f).expect("read"))
                 .into_iter()
                 .filter(|d| {
-                    d["kind"] == "DNSProvider" || (d["kind"] == "Secret" && name_of(d) == "tsig")
+                    (d["kind"] == "DNSProvider" && name_of(d) == "bind")
+                        || (d["kind"] == "Secret" && name_of(d) == "tsig")
                 })
                 .collect()
         })
