@@ -266,6 +266,15 @@ async fn provider_settings_blocks_are_checked_at_admission() {
             serde_json::json!({"type": "powerdns", "powerdns": {"url": "http://pdns:8081"}}),
             "apiKeySecretRef",
         ),
+        (
+            serde_json::json!({"type": "cloudflare"}),
+            "cloudflare settings are required when type is cloudflare",
+        ),
+        (
+            serde_json::json!({"type": "cloudflare", "cloudflare": {
+                "apiUrl": "api.cloudflare.com", "apiTokenSecretRef": key}}),
+            "apiUrl must be an http:// or https:// URL",
+        ),
     ];
     for (spec, message) in refused {
         let Err(kube::Error::Api(status)) =

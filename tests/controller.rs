@@ -1031,3 +1031,48 @@ async fn a_wrong_powerdns_key_is_reported_and_writes_nothing() {
     assert!(pdns.dns.txt(&domain).is_empty());
     ns.delete(&client).await;
 }
+
+/// The cloudflare provider end to end against the fake of its API (`apiUrl` points at it):
+/// the records are created as one record per value, and a second pass changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_through_the_cloudflare_api() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "cf").await;
+    let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let domain = format!("f{}.{}", random_suffix(), env.dns.zone);
+    fake.add_raw(&domain, "\"site-verification=keep-me\"", 3600);
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cf"}, "stringData": {"token": fake.token}
+    }))
+    .await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "cloudflare", "zones": [env.dns.zone], "cloudflare": {
+            "apiUrl": fake.url, "apiTokenSecretRef": {"name": "cf", "key": "token"}}}
+    }))
+    .await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "Ready", ready).await;
+    let id = md.status.and_then(|s| s.policy_id).expect("policy id");
+    let contents = |name: &str| -> Vec<String> {
+        let mut c: Vec<String> = fake.records(name).into_iter().map(|r| r.content).collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        contents(&format!("_mta-sts.{domain}")),
+        [format!("\"v=STSv1; id={id}\"")]
+    );
+    assert_eq!(
+        contents(&domain),
+        ["\"site-verification=keep-me\"", "\"v=spf1 mx -all\""]
+    );
+    assert!(env.dns.txt(&domain).is_empty(), "nothing went to BIND");
+    support::delete_skipping_withdrawal(&api, "md", false).await;
+    assert_eq!(contents(&domain), ["\"site-verification=keep-me\""]);
+    assert!(contents(&format!("_mailsec.{domain}")).is_empty());
+    ns.delete(&client).await;
+}

@@ -1566,6 +1566,7 @@ async fn the_provider_examples_render_and_are_admitted() {
         "policy-host-ingress.yaml",
         "policy-host-external.yaml",
         "powerdns.yaml",
+        "cloudflare.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -1,9 +1,12 @@
 //! The provider contract: one set of scenarios, run through the DNS stage of the controller
 //! (`publish::run`: read, plan, apply) against every backend, each against a real server of
-//! the test environment: rfc2136 against BIND 9 and against Knot DNS, powerdns against
-//! PowerDNS Authoritative (its HTTP API, sqlite3 backend). Foreign values are written through
-//! a side door (nsupdate, or the PowerDNS API directly) and everything is checked with `dig`
-//! against the server itself, an implementation that is not ours.
+//! the test environment where one exists: rfc2136 against BIND 9 and against Knot DNS,
+//! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), and cloudflare
+//! against the stateful fake of its v4 API in `support/cloudflare.rs` (no Cloudflare server
+//! runs outside Cloudflare; the fake says which documented behaviours it reproduces).
+//! Foreign values are written through a side door (nsupdate, the PowerDNS API directly, the
+//! fake's state) and checked with `dig` against the real servers, an implementation that is
+//! not ours, or in the fake's records.
 
 mod support;
 
@@ -15,6 +18,7 @@ use mailsec_operator::controller::dereference::Target;
 use mailsec_operator::controller::publish::{self, Published};
 use mailsec_operator::dns::DnsError;
 use mailsec_operator::dns::backend::DnsBackend;
+use mailsec_operator::dns::cloudflare::{Cloudflare, content_value};
 use mailsec_operator::dns::ownership::Owner;
 use mailsec_operator::dns::plan::{Policy, Settings};
 use mailsec_operator::dns::powerdns::PowerDns;
@@ -22,17 +26,18 @@ use mailsec_operator::dns::rfc2136::{Algorithm, Rfc2136};
 use mailsec_operator::domain::record::{RecordKind, TxtRecord};
 use support::{DnsSettings, PowerDnsSettings, TestEnv, parse_txt_strings, random_suffix};
 
-/// How a test writes values the operator did not create.
+/// How a test writes values the operator did not create, and sees what is published.
 enum SideDoor {
     Nsupdate(DnsSettings),
     PowerDns(PowerDnsSettings),
+    Cloudflare(support::cloudflare::Fake),
 }
 
 /// One backend against one server.
 struct Subject {
     name: &'static str,
     backend: Arc<dyn DnsBackend>,
-    /// The server's DNS side, for dig.
+    /// The server's DNS side, for dig (for the fake: only its zone name is used).
     dns: DnsSettings,
     side: SideDoor,
 }
@@ -55,8 +60,15 @@ fn powerdns(pdns: &PowerDnsSettings, key: &str) -> PowerDns {
     PowerDns::new(&pdns.api_url, "localhost", key.to_owned()).expect("powerdns")
 }
 
-fn subjects(env: &TestEnv) -> Vec<Subject> {
+async fn subjects(env: &TestEnv) -> Vec<Subject> {
+    let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     vec![
+        Subject {
+            name: "cloudflare (fake)",
+            backend: Arc::new(Cloudflare::new(&fake.url, fake.token.clone()).expect("cloudflare")),
+            dns: env.dns.clone(),
+            side: SideDoor::Cloudflare(fake),
+        },
         Subject {
             name: "rfc2136/BIND",
             backend: Arc::new(rfc2136(&env.dns, &env.dns.tsig_secret)),
@@ -98,6 +110,7 @@ impl Subject {
             SideDoor::Nsupdate(dns) => {
                 dns.update(&format!("update add {name}. {ttl} TXT {presentation}\n"))
             }
+            SideDoor::Cloudflare(fake) => fake.add_raw(name, presentation, ttl),
             SideDoor::PowerDns(p) => {
                 let http = support::http_client();
                 let zone_url = format!(
@@ -144,24 +157,54 @@ impl Subject {
         }
     }
 
-    /// The TXT records at `name` as dig prints them (one line each, exact), sorted.
+    /// The TXT records at `name` as dig prints them (one line each, exact), sorted; for the
+    /// fake, the records' stored content.
     fn raw(&self, name: &str) -> Vec<String> {
-        let mut lines = self.dns.dig_short(name, "TXT");
+        let mut lines = match &self.side {
+            SideDoor::Cloudflare(fake) => {
+                fake.records(name).into_iter().map(|r| r.content).collect()
+            }
+            _ => self.dns.dig_short(name, "TXT"),
+        };
         lines.sort();
         lines
     }
 
     /// The TTL of the TXT RRset at `name`, as the server answers it.
     fn ttl(&self, name: &str) -> Option<u32> {
+        if let SideDoor::Cloudflare(fake) = &self.side {
+            return fake.records(name).first().map(|r| r.ttl);
+        }
         let out = self.dns.dig(&["+noall", "+answer", name, "TXT"]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .find_map(|l| l.split_whitespace().nth(1).and_then(|t| t.parse().ok()))
     }
 
-    /// The TXT values at `name`, joined.
+    /// The TXT values at `name`, joined, sorted.
     fn values(&self, name: &str) -> Vec<String> {
+        if let SideDoor::Cloudflare(fake) = &self.side {
+            let mut v: Vec<String> = fake
+                .records(name)
+                .iter()
+                .map(|r| content_value(&r.content))
+                .collect();
+            v.sort();
+            return v;
+        }
         self.dns.txt(name)
+    }
+
+    /// The character-strings of the one TXT record at `name`.
+    fn strings(&self, name: &str) -> Vec<String> {
+        let lines = self.raw(name);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{}: one record at {name}: {lines:?}",
+            self.name
+        );
+        parse_txt_strings(&lines[0])
     }
 }
 
@@ -229,7 +272,7 @@ async fn publish(
 #[tokio::test]
 async fn every_kind_is_published_read_back_equal_and_settles() {
     let Some(env) = support::env() else { return };
-    for s in subjects(env) {
+    for s in subjects(env).await {
         let domain = format!("all-{}.{}", random_suffix(), s.dns.zone);
         let t = s.target("contract/all");
         let desired = all_kinds(&domain);
@@ -271,7 +314,7 @@ async fn every_kind_is_published_read_back_equal_and_settles() {
 #[tokio::test]
 async fn long_dkim_keys_are_split_into_strings_that_join_to_the_value_and_do_not_loop() {
     let Some(env) = support::env() else { return };
-    for s in subjects(env) {
+    for s in subjects(env).await {
         let t = s.target("contract/dkim");
         for bits in [2048, 4096] {
             let name = format!("k{bits}-{}._domainkey.{}", random_suffix(), s.dns.zone);
@@ -279,10 +322,8 @@ async fn long_dkim_keys_are_split_into_strings_that_join_to_the_value_and_do_not
             assert!(value.len() > if bits == 2048 { 400 } else { 730 });
             let desired = [record(&name, RecordKind::Dkim, &value)];
             let first = publish(&s, &t, &desired, &[]).await;
-            let lines = s.raw(&name);
-            assert_eq!(lines.len(), 1, "{}: one record", s.name);
-            let strings = parse_txt_strings(&lines[0]);
-            assert!(strings.len() >= 2, "{}: split: {lines:?}", s.name);
+            let strings = s.strings(&name);
+            assert!(strings.len() >= 2, "{}: split: {strings:?}", s.name);
             assert!(strings.iter().all(|x| x.len() <= 255), "{}", s.name);
             assert_eq!(strings.concat(), value, "{}: joined, exact", s.name);
             let second = publish(&s, &t, &desired, &first.records).await;
@@ -302,7 +343,7 @@ const FOREIGN: [&str; 3] = [
 #[tokio::test]
 async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles() {
     let Some(env) = support::env() else { return };
-    for s in subjects(env) {
+    for s in subjects(env).await {
         let domain = format!("apex-{}.{}", random_suffix(), s.dns.zone);
         for f in FOREIGN {
             s.add_foreign(&domain, 900, f).await;
@@ -352,7 +393,7 @@ async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles()
 #[tokio::test]
 async fn update_changes_exactly_our_value_and_delete_removes_ours_and_our_markers() {
     let Some(env) = support::env() else { return };
-    for s in subjects(env) {
+    for s in subjects(env).await {
         let domain = format!("upd-{}.{}", random_suffix(), s.dns.zone);
         let dmarc = format!("_dmarc.{domain}");
         s.add_foreign(&domain, 600, FOREIGN[0]).await;
@@ -390,7 +431,7 @@ async fn update_changes_exactly_our_value_and_delete_removes_ours_and_our_marker
 #[tokio::test]
 async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
     let Some(env) = support::env() else { return };
-    for s in subjects(env) {
+    for s in subjects(env).await {
         let domain = format!("race-{}.{}", random_suffix(), s.dns.zone);
         s.add_foreign(&domain, 600, FOREIGN[0]).await;
         let t = s.target("contract/race");
@@ -413,8 +454,9 @@ async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
             s.name
         );
         match (s.backend.writes(), &result) {
-            // Value-level updates (RFC 2136) cannot lose it: ours is added beside it.
-            _ if s.name.starts_with("rfc2136") => {
+            // Value-level updates (RFC 2136, Cloudflare's one record per value) cannot lose
+            // it: ours is added beside it.
+            _ if s.name.starts_with("rfc2136") || s.name.starts_with("cloudflare") => {
                 assert!(result.is_ok(), "{}: {result:?}", s.name);
                 assert!(values.contains(&spf.value), "{}", s.name);
             }
@@ -544,4 +586,71 @@ async fn bad_credentials_unknown_zones_and_dead_servers_have_their_reasons_and_w
             );
         }
     }
+}
+
+/// The cloudflare fake's error paths, which no real server here can produce: each has its
+/// reason, a rate limit's Retry-After comes through, and nothing is written.
+#[tokio::test]
+async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let name = format!("cf-{}.{}", random_suffix(), fake.zone);
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let target = |backend: Cloudflare, zone: &str| Target {
+        backend: Arc::new(backend),
+        zone: zone.to_owned(),
+        settings: Settings {
+            owner: Owner::new("contract", "contract/cf"),
+            policy: Policy::Sync,
+            adopt: false,
+        },
+    };
+    let good = || Cloudflare::new(&fake.url, fake.token.clone()).expect("cloudflare");
+    let desired = &desired;
+    let run = |t: Target| async move { publish::run(&t, desired, &[]).await };
+
+    let wrong = Cloudflare::new(&fake.url, "not-a-token".into()).expect("cloudflare");
+    let err = run(target(wrong, &fake.zone))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(err.to_string().contains("10000"), "{err}");
+
+    let err = run(target(good(), "other.test"))
+        .await
+        .expect_err("a zone the token cannot see");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+
+    fake.throttle(1, 7);
+    let err = run(target(good(), &fake.zone))
+        .await
+        .expect_err("throttled");
+    assert_eq!(
+        (err.category(), err.retry_after()),
+        ("DNSRateLimited", Some(std::time::Duration::from_secs(7)))
+    );
+
+    fake.break_next(1);
+    let err = run(target(good(), &fake.zone)).await.expect_err("broken");
+    assert_eq!(err.category(), "DNSServerError", "{err}");
+    assert!(
+        fake.records(&name).is_empty(),
+        "nothing written on any error"
+    );
+
+    // And then it works, in one batch: the API calls of a create and of a no-op pass.
+    let t = target(good(), &fake.zone);
+    let before = fake.calls();
+    let first = publish::run(&t, desired, &[]).await.expect("publish");
+    let create_calls = fake.calls() - before;
+    let before = fake.calls();
+    let again = publish::run(&t, desired, &first.records)
+        .await
+        .expect("again");
+    let noop_calls = fake.calls() - before;
+    assert_eq!(again.changes, 0);
+    assert_eq!(fake.records(&name).len(), 1);
+    // One record and its marker: the zone id (once per backend), 2 reads, 2 fresh reads for
+    // the record ids and 1 batch; a no-op pass only reads.
+    assert_eq!((create_calls, noop_calls), (6, 2));
 }

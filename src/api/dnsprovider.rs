@@ -39,8 +39,8 @@ pub struct DNSProviderSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
-    /// PowerDNS Authoritative HTTP API) or `manual` (write nothing; status lists the records to
-    /// publish by hand). The settings block named like the type is required, and only it.
+    /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API) or `manual`
+    /// (write nothing; status lists the records to publish by hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
@@ -49,6 +49,9 @@ pub struct ProviderSettings {
     /// Settings of the powerdns provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub powerdns: Option<PowerDnsSpec>,
+    /// Settings of the cloudflare provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<CloudflareSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -75,13 +78,15 @@ pub enum ProviderType {
     Rfc2136,
     #[serde(rename = "powerdns")]
     PowerDns,
+    Cloudflare,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 3] = [
+    pub const ALL: [ProviderType; 4] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
+        ProviderType::Cloudflare,
         ProviderType::Manual,
     ];
 
@@ -90,6 +95,7 @@ impl ProviderType {
         match self {
             ProviderType::Rfc2136 => "rfc2136",
             ProviderType::PowerDns => "powerdns",
+            ProviderType::Cloudflare => "cloudflare",
             ProviderType::Manual => "manual",
         }
     }
@@ -171,6 +177,20 @@ pub struct PowerDnsSpec {
     /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
     /// namespace) holding the API key (`api-key` in pdns.conf), sent as `X-API-Key`.
     pub api_key_secret_ref: SecretKeyRef,
+}
+
+/// Cloudflare v4 API settings. The zone is found by name among the zones the token sees.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudflareSpec {
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding an API token with Zone:Read and DNS:Edit on the zones.
+    pub api_token_secret_ref: SecretKeyRef,
+    /// The API's base URL; `https://api.cloudflare.com/client/v4` unless set (for a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^?#]+$')").message("apiUrl must be an http:// or https:// URL"))]
+    pub api_url: Option<String>,
 }
 
 fn default_server_id() -> String {

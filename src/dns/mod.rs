@@ -3,6 +3,7 @@
 //! `DNSProvider`'s type to its backend.
 
 pub mod backend;
+pub mod cloudflare;
 pub mod http;
 pub mod memory;
 pub mod ownership;

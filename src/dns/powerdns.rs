@@ -162,7 +162,7 @@ fn logical(rrset: Option<&ApiRRset>) -> Result<Option<RRset>, DnsError> {
     let Some(rrset) = rrset else { return Ok(None) };
     let mut values = Vec::new();
     for record in rrset.records.iter().filter(|r| !r.disabled) {
-        let strings = txt::parse_presentation(&record.content).map_err(|e| {
+        let strings = txt::parse_presentation_lenient(&record.content).map_err(|e| {
             DnsError::Server(format!(
                 "powerdns: TXT content `{}` at {} cannot be read: {e}",
                 record.content, rrset.name
@@ -275,7 +275,7 @@ fn records_for(raw: Option<&ApiRRset>, values: &[String]) -> Result<Vec<ApiRecor
         .flat_map(|r| r.records.iter())
         .filter(|r| !r.disabled)
     {
-        if let Ok(strings) = txt::parse_presentation(&record.content) {
+        if let Ok(strings) = txt::parse_presentation_lenient(&record.content) {
             existing.push((txt::join(&strings), record.content.clone()));
         }
     }

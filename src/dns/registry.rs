@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::backend::{ConnectError, DnsBackend, Manual, SecretSource};
+use super::cloudflare::Cloudflare;
 use super::powerdns::PowerDns;
 use super::rfc2136::Rfc2136;
 use crate::api::{ProviderSettings, ProviderType};
@@ -20,6 +21,9 @@ pub async fn connect(
         ProviderType::Manual => Arc::new(Manual),
         t @ ProviderType::Rfc2136 => Arc::new(
             Rfc2136::from_spec(settings.rfc2136.as_ref().ok_or(missing(t))?, secrets).await?,
+        ),
+        t @ ProviderType::Cloudflare => Arc::new(
+            Cloudflare::from_spec(settings.cloudflare.as_ref().ok_or(missing(t))?, secrets).await?,
         ),
         t @ ProviderType::PowerDns => Arc::new(
             PowerDns::from_spec(settings.powerdns.as_ref().ok_or(missing(t))?, secrets).await?,

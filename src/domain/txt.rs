@@ -64,6 +64,17 @@ pub enum PresentationError {
 
 /// Parses zone-file TXT data (quoted or bare character-strings) into raw character-strings.
 pub fn parse_presentation(text: &str) -> Result<Vec<Vec<u8>>, PresentationError> {
+    parse(text, Some(MAX_STRING_BYTES))
+}
+
+/// Like [`parse_presentation`], but a string may be longer than 255 bytes: DNS APIs accept
+/// one long quoted string and split it on the wire themselves (PowerDNS, Cloudflare), so
+/// that is what they can give back.
+pub fn parse_presentation_lenient(text: &str) -> Result<Vec<Vec<u8>>, PresentationError> {
+    parse(text, None)
+}
+
+fn parse(text: &str, max: Option<usize>) -> Result<Vec<Vec<u8>>, PresentationError> {
     let bytes = text.as_bytes();
     let mut strings = Vec::new();
     let mut i = 0;
@@ -100,7 +111,7 @@ pub fn parse_presentation(text: &str) -> Result<Vec<Vec<u8>>, PresentationError>
         if !closed {
             return Err(PresentationError::Unterminated);
         }
-        if current.len() > MAX_STRING_BYTES {
+        if max.is_some_and(|m| current.len() > m) {
             return Err(PresentationError::TooLong(strings.len() + 1));
         }
         strings.push(current);
