@@ -29,6 +29,9 @@ pub struct Metrics {
     pub dns_updates: Family<DnsLabels, Counter>,
     /// Individual TXT values added or removed.
     pub dns_changes: Family<DnsLabels, Counter>,
+    /// Every request to a DNS server or provider API (a query, an update, an HTTP call), by
+    /// provider and result (`ok` or an error category: `DNSRateLimited` counts the waits).
+    pub dns_requests: Family<DnsLabels, Counter>,
     pub status_writes: Counter,
     pub duration: Histogram,
     /// 1 while this replica reconciles (holds the Lease, or runs without leader election).
@@ -42,6 +45,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let dns_updates = Family::<DnsLabels, Counter>::default();
         let dns_changes = Family::<DnsLabels, Counter>::default();
+        let dns_requests = Family::<DnsLabels, Counter>::default();
         let status_writes = Counter::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register("reconciles", "MailDomain reconciles", reconciles.clone());
@@ -59,6 +63,11 @@ impl Default for Metrics {
             "dns_changes",
             "TXT values added or removed, by provider and result",
             dns_changes.clone(),
+        );
+        registry.register(
+            "dns_requests",
+            "Requests to DNS servers and provider APIs, by provider and result",
+            dns_requests.clone(),
         );
         registry.register(
             "status_writes",
@@ -82,6 +91,7 @@ impl Default for Metrics {
             errors,
             dns_updates,
             dns_changes,
+            dns_requests,
             status_writes,
             duration,
             leader,
@@ -111,6 +121,16 @@ impl Metrics {
         self.dns_changes
             .get_or_create(&labels)
             .inc_by(changes as u64);
+    }
+
+    /// One request to a DNS server or provider API.
+    pub fn dns_request(&self, provider: &str, result: &str) {
+        self.dns_requests
+            .get_or_create(&DnsLabels {
+                provider: provider.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn render(&self) -> String {

@@ -981,6 +981,9 @@ async fn publishes_through_the_powerdns_api() {
         ["v=DMARC1; p=none"]
     );
     assert!(env.dns.txt(&domain).is_empty(), "nothing went to BIND");
+    // Every API request is counted, by provider and result.
+    let requests = operator.metric("mailsec_dns_requests_total").await;
+    assert!(requests >= 10, "PowerDNS API requests counted: {requests}");
 
     support::delete_skipping_withdrawal(&api, "md", false).await;
     for name in [

@@ -19,11 +19,14 @@ use crate::api::{
     SyncPolicy,
 };
 use crate::dns::DnsError;
-use crate::dns::backend::{ConnectError, DnsBackend, Manual, SecretError, SecretSource, find_zone};
+use crate::dns::backend::{
+    ApiMeter, ConnectError, DnsBackend, Manual, SecretError, SecretSource, find_zone,
+};
 use crate::dns::ownership::Owner;
 use crate::dns::plan::{Policy, Settings};
 use crate::dns::registry;
 use crate::domain::name::DomainName;
+use crate::metrics::Metrics;
 use crate::model::claim::{self, Purpose};
 use crate::model::validate::SecretData;
 
@@ -177,7 +180,8 @@ pub async fn target(
         client: ctx.client.clone(),
         namespace: secret_namespace,
     };
-    let backend = registry::connect(&settings, &secrets)
+    let meter = Arc::new(Meter(ctx.metrics.clone()));
+    let backend = registry::connect(&settings, &secrets, meter)
         .await
         .map_err(|e| match e {
             ConnectError::MissingSettings { provider_type } => Error::ProviderNotFound(format!(
@@ -228,6 +232,15 @@ fn check_claim(md: &MailDomain, ctx: &Context, domain: &DomainName) -> Result<()
 
 fn namespace(md: &MailDomain) -> String {
     md.namespace().unwrap_or_default()
+}
+
+/// The controller's metrics as the backends' meter.
+struct Meter(Arc<Metrics>);
+
+impl ApiMeter for Meter {
+    fn request(&self, provider: &'static str, result: &'static str) {
+        self.0.dns_request(provider, result);
+    }
 }
 
 /// A provider's Secrets in one namespace.

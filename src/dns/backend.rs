@@ -38,6 +38,27 @@ pub trait DnsBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 }
 
+/// Where backends report every request they make to their server or API, for metrics.
+pub trait ApiMeter: Send + Sync {
+    /// One request answered (or not): `result` is `ok` or the error's category.
+    fn request(&self, provider: &'static str, result: &'static str);
+}
+
+/// Counts nothing.
+pub struct NoMeter;
+
+impl ApiMeter for NoMeter {
+    fn request(&self, _provider: &'static str, _result: &'static str) {}
+}
+
+/// The meter's result for one request.
+pub fn result_of<T>(result: &Result<T, DnsError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.category(),
+    }
+}
+
 /// Why a provider's Secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {

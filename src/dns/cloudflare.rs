@@ -20,7 +20,11 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::DnsError;
-use super::backend::{ConnectError, DnsBackend, SecretError, SecretSource};
+use std::sync::Arc;
+
+use super::backend::{
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+};
 use super::http;
 use super::plan::{Current, Operation, RRset};
 use crate::api::CloudflareSpec;
@@ -41,6 +45,7 @@ pub struct Cloudflare {
     token: String,
     /// Zone name → zone id, looked up once.
     zone_ids: Mutex<HashMap<String, String>>,
+    meter: Arc<dyn ApiMeter>,
 }
 
 /// The v4 envelope.
@@ -140,11 +145,28 @@ impl Cloudflare {
             base: base.trim_end_matches('/').to_owned(),
             token,
             zone_ids: Mutex::new(HashMap::new()),
+            meter: Arc::new(NoMeter),
         })
+    }
+
+    /// Reports every API request to `meter`.
+    pub fn with_meter(self, meter: Arc<dyn ApiMeter>) -> Self {
+        Cloudflare { meter, ..self }
     }
 
     /// One call; the envelope's errors become provider-neutral errors.
     async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Envelope<T>, DnsError> {
+        let result = self.call_once(method, path, body).await;
+        self.meter.request("cloudflare", result_of(&result));
+        result
+    }
+
+    async fn call_once<T: for<'de> Deserialize<'de>>(
         &self,
         method: Method,
         path: &str,

@@ -18,7 +18,11 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::DnsError;
-use super::backend::{ConnectError, DnsBackend, SecretError, SecretSource};
+use std::sync::Arc;
+
+use super::backend::{
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+};
 use super::http;
 use super::plan::{Current, Operation, RRset, rrsets_after};
 use crate::api::PowerDnsSpec;
@@ -32,6 +36,7 @@ pub struct PowerDns {
     /// `<url>/api/v1/servers/<server id>`
     server: String,
     api_key: String,
+    meter: Arc<dyn ApiMeter>,
 }
 
 /// An RRset as the API shows it.
@@ -95,10 +100,27 @@ impl PowerDns {
                 encode_id(server_id)
             ),
             api_key,
+            meter: Arc::new(NoMeter),
         })
     }
 
+    /// Reports every API request to `meter`.
+    pub fn with_meter(self, meter: Arc<dyn ApiMeter>) -> Self {
+        PowerDns { meter, ..self }
+    }
+
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, String), DnsError> {
+        let result = self.send_once(method, path, body).await;
+        self.meter.request("powerdns", result_of(&result));
+        result
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path: &str,

@@ -3,16 +3,18 @@
 
 use std::sync::Arc;
 
-use super::backend::{ConnectError, DnsBackend, Manual, SecretSource};
+use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
 use super::powerdns::PowerDns;
 use super::rfc2136::Rfc2136;
 use crate::api::{ProviderSettings, ProviderType};
 
-/// The backend for `settings`, with its credentials read from `secrets`.
+/// The backend for `settings`, with its credentials read from `secrets`, reporting each of
+/// its requests to `meter`.
 pub async fn connect(
     settings: &ProviderSettings,
     secrets: &dyn SecretSource,
+    meter: Arc<dyn ApiMeter>,
 ) -> Result<Arc<dyn DnsBackend>, ConnectError> {
     let missing = |t: ProviderType| ConnectError::MissingSettings {
         provider_type: t.as_str(),
@@ -20,13 +22,19 @@ pub async fn connect(
     Ok(match settings.provider_type {
         ProviderType::Manual => Arc::new(Manual),
         t @ ProviderType::Rfc2136 => Arc::new(
-            Rfc2136::from_spec(settings.rfc2136.as_ref().ok_or(missing(t))?, secrets).await?,
+            Rfc2136::from_spec(settings.rfc2136.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
         ),
         t @ ProviderType::Cloudflare => Arc::new(
-            Cloudflare::from_spec(settings.cloudflare.as_ref().ok_or(missing(t))?, secrets).await?,
+            Cloudflare::from_spec(settings.cloudflare.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
         ),
         t @ ProviderType::PowerDns => Arc::new(
-            PowerDns::from_spec(settings.powerdns.as_ref().ok_or(missing(t))?, secrets).await?,
+            PowerDns::from_spec(settings.powerdns.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
         ),
     })
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,7 +20,9 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
-use super::backend::{ConnectError, DnsBackend, SecretError, SecretSource};
+use super::backend::{
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+};
 use super::plan::{Current, Operation, RRset};
 use crate::api::{Rfc2136Spec, TsigAlgorithm as SpecAlgorithm};
 use crate::domain::txt;
@@ -48,6 +51,7 @@ pub struct Rfc2136 {
     server: SocketAddr,
     signer: TSigner,
     timeout: Duration,
+    meter: Arc<dyn ApiMeter>,
 }
 
 /// How long the server may take to answer one message.
@@ -101,7 +105,13 @@ impl Rfc2136 {
             server,
             signer,
             timeout: TIMEOUT,
+            meter: Arc::new(NoMeter),
         })
+    }
+
+    /// Reports every message sent (query or update) to `meter`.
+    pub fn with_meter(self, meter: Arc<dyn ApiMeter>) -> Self {
+        Rfc2136 { meter, ..self }
     }
 
     async fn client(&self) -> Result<Client<TokioRuntimeProvider>, DnsError> {
@@ -125,39 +135,49 @@ impl Rfc2136 {
 
     /// The TXT RRsets at `names`, as the primary server holds them.
     pub async fn read(&self, names: &[String]) -> Result<Current, DnsError> {
-        let mut client = self.client().await?;
+        let client = self.client().await;
+        let mut client = client.inspect_err(|e| self.meter.request("rfc2136", e.category()))?;
         let mut current = Current::new();
         for name in names {
-            let fqdn = fqdn(name)?;
-            let response = client
-                .query(fqdn, DNSClass::IN, RecordType::TXT)
-                .await
-                .map_err(|e| {
-                    DnsError::Unreachable(format!("{}: TXT query for {name}: {e}", self.server))
-                })?;
-            match response.metadata.response_code {
-                ResponseCode::NoError | ResponseCode::NXDomain => {}
-                // A query outside the zones the server has is refused (no recursion here).
-                ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotZone => {
-                    return Err(DnsError::ZoneNotFound(format!(
-                        "{}: TXT query for {name}: {}: the server does not serve that zone",
-                        self.server, response.metadata.response_code
-                    )));
-                }
-                code => return Err(from_rcode(code, &format!("TXT query for {name}"))),
-            }
-            let mut rrset = RRset::default();
-            for record in &response.answers {
-                if let RData::TXT(data) = &record.data {
-                    rrset.ttl = record.ttl;
-                    rrset.values.push(txt::join(&data.txt_data));
-                }
-            }
-            if !rrset.values.is_empty() {
+            let one = self.query_txt(&mut client, name).await;
+            self.meter.request("rfc2136", result_of(&one));
+            if let Some(rrset) = one? {
                 current.insert(name.clone(), rrset);
             }
         }
         Ok(current)
+    }
+
+    async fn query_txt(
+        &self,
+        client: &mut Client<TokioRuntimeProvider>,
+        name: &str,
+    ) -> Result<Option<RRset>, DnsError> {
+        let response = client
+            .query(fqdn(name)?, DNSClass::IN, RecordType::TXT)
+            .await
+            .map_err(|e| {
+                DnsError::Unreachable(format!("{}: TXT query for {name}: {e}", self.server))
+            })?;
+        match response.metadata.response_code {
+            ResponseCode::NoError | ResponseCode::NXDomain => {}
+            // A query outside the zones the server has is refused (no recursion here).
+            ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotZone => {
+                return Err(DnsError::ZoneNotFound(format!(
+                    "{}: TXT query for {name}: {}: the server does not serve that zone",
+                    self.server, response.metadata.response_code
+                )));
+            }
+            code => return Err(from_rcode(code, &format!("TXT query for {name}"))),
+        }
+        let mut rrset = RRset::default();
+        for record in &response.answers {
+            if let RData::TXT(data) = &record.data {
+                rrset.ttl = record.ttl;
+                rrset.values.push(txt::join(&data.txt_data));
+            }
+        }
+        Ok((!rrset.values.is_empty()).then_some(rrset))
     }
 
     /// Applies the operations in `zone` as one signed update message.
@@ -165,6 +185,12 @@ impl Rfc2136 {
         if operations.is_empty() {
             return Ok(());
         }
+        let result = self.update(zone, operations).await;
+        self.meter.request("rfc2136", result_of(&result));
+        result
+    }
+
+    async fn update(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
         let zone_name = fqdn(zone)?;
         let mut message = Message::new(
             rand_id(),
