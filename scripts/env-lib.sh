@@ -10,7 +10,7 @@ STATE=${MAILSEC_ENV_DIR:-${XDG_RUNTIME_DIR:-/tmp}/mailsec-env-$MAILSEC_USER}
 STATE_MARKER=.mailsec-env
 
 # Components in start order; they are stopped in reverse order.
-COMPONENTS=(etcd kube-apiserver named knotd pdns)
+COMPONENTS=(etcd kube-apiserver named knotd pdns route53)
 # The operator's processes, started by scripts/operator-up.sh (`make demo`, `make bench`) into
 # the same state directory; optional, and stopped before the environment they depend on.
 OPERATOR_COMPONENTS=(mailsec-serve mailsec-controller)

@@ -11,6 +11,8 @@
 # - Knot DNS (`knotd`), a second RFC 2136 server: its own copy of example.test, the same key;
 # - PowerDNS Authoritative (`pdns_server`, sqlite3 backend) with its HTTP API (a fresh API key)
 #   and its own copy of example.test, created through that API;
+# - moto's Route 53 API behind scripts/route53-strict.py (as strict as Route 53 about change
+#   batches), with a hosted zone example.test;
 # - the CRDs in crds/ (if any) and cert-manager's Certificate, Issuer and ClusterIssuer CRDs
 #   (fetched by scripts/tools.sh into its cache; no cert-manager controller runs) applied
 #   server-side and waited for until Established.
@@ -37,6 +39,8 @@ for b in etcd kube-apiserver kubectl; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run \`make tools\` (scripts/tools.sh) first"
 done
 CERT_MANAGER_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" cert-manager-crds)
+MOTO_PATH=$("$MAILSEC_ROOT/scripts/tools.sh" motopath)
+[ -d "$MOTO_PATH/moto" ] || die "moto is missing in $MOTO_PATH: run \`make tools\` (scripts/tools.sh) first"
 [ -s "$CERT_MANAGER_CRDS/cert-manager.io_certificates.yaml" ] ||
   die "cert-manager CRDs are missing in $CERT_MANAGER_CRDS: run \`make tools\` (scripts/tools.sh) first"
 NAMED=$(command -v named || echo /usr/sbin/named)
@@ -89,7 +93,11 @@ healthy() {
   [ -f "$STATE/$STATE_MARKER" ] && [ -f "$STATE/env" ] || return 1
   local c
   for c in "${COMPONENTS[@]}"; do pid_is_ours "$(recorded_pid "$c")" || return 1; done
-  api_ready && dns_ready && soa_ready knot && soa_ready pdns && pdns_api_ready
+  api_ready && dns_ready && soa_ready knot && soa_ready pdns && pdns_api_ready && route53_ready
+}
+
+route53_ready() {
+  grep -q "^route53 (strict) on" "$STATE/logs/route53.log" 2>/dev/null
 }
 
 kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=30s "$@"; }
@@ -159,7 +167,7 @@ if [ -e "$STATE" ]; then
 fi
 
 t0=$SECONDS
-mkdir -p "$STATE"/{pids,logs,ports,pki,etcd,named,knot,pdns}
+mkdir -p "$STATE"/{pids,logs,ports,pki,etcd,named,knot,pdns,route53}
 chmod 700 "$STATE" "$STATE/etcd"
 : >"$STATE/$STATE_MARKER"
 
@@ -171,6 +179,8 @@ DNS_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT")
 KNOT_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$DNS_PORT")
 PDNS_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$DNS_PORT" "$KNOT_PORT")
 PDNS_API_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$DNS_PORT" "$KNOT_PORT" "$PDNS_PORT")
+ROUTE53_PORT=$(pick_port "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$DNS_PORT" "$KNOT_PORT" "$PDNS_PORT" "$PDNS_API_PORT")
+echo "$ROUTE53_PORT" >"$STATE/ports/route53"
 echo "$KNOT_PORT" >"$STATE/ports/knot"
 echo "$PDNS_PORT" >"$STATE/ports/pdns"
 echo "$PDNS_API_PORT" >"$STATE/ports/pdns-api"
@@ -394,6 +404,14 @@ EOF
   fail_start "creating zone $ZONE in PowerDNS failed: $(cat "$STATE/logs/pdns-zone.json")"
 wait_for pdns "SOA answer for $ZONE" soa_ready pdns
 
+# --- Route 53: moto's server behind the strictness shim (run from a copy in the state dir, so
+# its command line names that directory) -----------------------------------------------------
+cp "$MAILSEC_ROOT/scripts/route53-strict.py" "$STATE/route53/route53-strict.py"
+log "starting moto's Route 53 (strict) on http://127.0.0.1:$ROUTE53_PORT, hosted zone $ZONE"
+PYTHONPATH="$MOTO_PATH" launch route53 python3 "$STATE/route53/route53-strict.py" \
+  --port "$ROUTE53_PORT" --zone "$ZONE"
+wait_for route53 "start" route53_ready
+
 wait_for kube-apiserver "/readyz ok" api_ready
 
 # --- kubeconfig, CRDs, env file ----------------------------------------------------------------
@@ -436,6 +454,7 @@ apply_crds || fail_start "applying the CRDs failed"
   echo "export MAILSEC_PDNS_SERVER=$(q "127.0.0.1:$PDNS_PORT")"
   echo "export MAILSEC_PDNS_API_URL=$(q "http://127.0.0.1:$PDNS_API_PORT")"
   echo "export MAILSEC_PDNS_API_KEY=$(q "$PDNS_API_KEY")"
+  echo "export MAILSEC_ROUTE53_URL=$(q "http://127.0.0.1:$ROUTE53_PORT")"
   echo "export MAILSEC_ENV_DIR=$(q "$STATE")"
   echo "export MAILSEC_TOOLS_BIN=$(q "$BIN")"
   # shellcheck disable=SC2016

@@ -18,7 +18,7 @@ out=$(mk up) || fail "make up failed"
 say "make up (cold) took $((SECONDS - t))s"
 for var in KUBECONFIG MAILSEC_DNS_SERVER MAILSEC_DNS_ZONE MAILSEC_TSIG_KEY_NAME \
   MAILSEC_TSIG_ALGORITHM MAILSEC_TSIG_SECRET MAILSEC_KNOT_SERVER MAILSEC_PDNS_SERVER \
-  MAILSEC_PDNS_API_URL MAILSEC_PDNS_API_KEY MAILSEC_ENV_DIR PATH; do
+  MAILSEC_PDNS_API_URL MAILSEC_PDNS_API_KEY MAILSEC_ROUTE53_URL MAILSEC_ENV_DIR PATH; do
   grep -q "^export $var=" <<<"$out" || fail "make up printed no export for $var"
 done
 if grep -qv '^export ' <<<"$out"; then fail "make up printed non-export lines on stdout"; fi
@@ -38,7 +38,7 @@ if grep -qv '^export ' <<<"$out"; then fail "make up printed non-export lines on
 
 mapfile -t pids < <(cat "$state"/pids/*.pid)
 mapfile -t ports < <(cat "$state"/ports/*)
-[ ${#pids[@]} -eq 5 ] || fail "expected 5 recorded pids, got ${#pids[@]}"
+[ ${#pids[@]} -eq 6 ] || fail "expected 6 recorded pids, got ${#pids[@]}"
 [ ${#ports[@]} -ge 3 ] || fail "expected recorded ports, got ${#ports[@]}"
 for pid in "${pids[@]}"; do ps -p "$pid" >/dev/null || fail "recorded pid $pid is not running"; done
 for port in "${ports[@]}"; do

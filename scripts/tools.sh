@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the real components the tests and the demo run against, into a versioned cache
 # outside the repository: kube-apiserver, kubectl (k8s.io/kubernetes), etcd, helm from Go
-# modules; BIND, Knot, PowerDNS (sqlite3 backend) and the DNS tools from Debian; cert-manager's published CRDs (Certificate,
-# Issuer, ClusterIssuer) from the cert-manager Go module (deploy/crds/, checked against the Go
-# checksum database like any module). Idempotent: with the cache present it only checks.
+# modules; BIND, Knot, PowerDNS (sqlite3 backend) and the DNS tools from Debian; aiosmtpd and
+# moto's Route 53 server from PyPI; cert-manager's published CRDs (Certificate, Issuer,
+# ClusterIssuer) from the cert-manager Go module (deploy/crds/, checked against the Go checksum
+# database like any module). Idempotent: with the cache present it only checks.
 #
 #   scripts/tools.sh                    build everything that is missing, print the bin directory
 #   scripts/tools.sh bindir             print the bin directory only
 #   scripts/tools.sh cert-manager-crds  print the directory of the cert-manager CRD files only
 #   scripts/tools.sh pythonpath         print the PYTHONPATH holding aiosmtpd only
+#   scripts/tools.sh motopath           print the PYTHONPATH holding moto only
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
@@ -16,6 +18,7 @@ ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 HELM_VERSION=${HELM_VERSION:-3.22.0}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-1.21.2}
 AIOSMTPD_VERSION=${AIOSMTPD_VERSION:-1.4.6}
+MOTO_VERSION=${MOTO_VERSION:-5.2.5}
 
 CACHE=${MAILSEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailsec}
 BIN="$CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -29,7 +32,11 @@ if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
 # A real SMTP server with STARTTLS (aiosmtpd, from PyPI) for the SMTP checks' tests.
 PYTHON_TOOLS="$CACHE/python/aiosmtpd-$AIOSMTPD_VERSION"
 
+# moto's Route 53 server (PyPI), run behind scripts/route53-strict.py for the route53 tests.
+MOTO_TOOLS="$CACHE/python/moto-$MOTO_VERSION"
+
 if [ "${1:-}" = cert-manager-crds ]; then echo "$CERT_MANAGER_CRDS"; exit 0; fi
+if [ "${1:-}" = motopath ]; then echo "$MOTO_TOOLS"; exit 0; fi
 if [ "${1:-}" = pythonpath ]; then echo "$PYTHON_TOOLS"; exit 0; fi
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -128,8 +135,21 @@ python_tools() {
   rm -rf "$PYTHON_TOOLS" && mv "$tmp" "$PYTHON_TOOLS"
 }
 
+moto_server() {
+  [ -d "$MOTO_TOOLS/moto" ] && return 0
+  log "installing moto[server] $MOTO_VERSION from PyPI"
+  local tmp="$MOTO_TOOLS.tmp.$$"
+  rm -rf "$tmp"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --no-warn-conflicts --target "$tmp" "moto[server]==$MOTO_VERSION" 2>&1 |
+    grep -v "^WARNING: Running pip as" >&2 || true
+  [ -d "$tmp/moto" ] || { log "error: installing moto failed"; exit 1; }
+  rm -rf "$MOTO_TOOLS" && mv "$tmp" "$MOTO_TOOLS"
+}
+
 debian_packages
 python_tools
+moto_server
 fetch_cert_manager_crds
 build_etcd
 build_kubernetes

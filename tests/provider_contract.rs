@@ -23,6 +23,7 @@ use mailsec_operator::dns::ownership::Owner;
 use mailsec_operator::dns::plan::{Policy, Settings};
 use mailsec_operator::dns::powerdns::PowerDns;
 use mailsec_operator::dns::rfc2136::{Algorithm, Rfc2136};
+use mailsec_operator::dns::route53::Route53;
 use mailsec_operator::domain::record::{RecordKind, TxtRecord};
 use support::{DnsSettings, PowerDnsSettings, TestEnv, parse_txt_strings, random_suffix};
 
@@ -31,6 +32,7 @@ enum SideDoor {
     Nsupdate(DnsSettings),
     PowerDns(PowerDnsSettings),
     Cloudflare(support::cloudflare::Fake),
+    Route53(support::route53::Route53),
 }
 
 /// One backend against one server.
@@ -63,6 +65,15 @@ fn powerdns(pdns: &PowerDnsSettings, key: &str) -> PowerDns {
 async fn subjects(env: &TestEnv) -> Vec<Subject> {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     vec![
+        Subject {
+            name: "route53 (moto, strict)",
+            backend: Arc::new(
+                Route53::with_keys(&env.route53.url, support::route53::credentials(), None)
+                    .expect("route53"),
+            ),
+            dns: env.dns.clone(),
+            side: SideDoor::Route53(env.route53.clone()),
+        },
         Subject {
             name: "cloudflare (fake)",
             backend: Arc::new(Cloudflare::new(&fake.url, fake.token.clone()).expect("cloudflare")),
@@ -111,6 +122,10 @@ impl Subject {
                 dns.update(&format!("update add {name}. {ttl} TXT {presentation}\n"))
             }
             SideDoor::Cloudflare(fake) => fake.add_raw(name, presentation, ttl),
+            SideDoor::Route53(r53) => {
+                r53.add_foreign(&self.dns.zone, name, ttl, presentation)
+                    .await
+            }
             SideDoor::PowerDns(p) => {
                 let http = support::http_client();
                 let zone_url = format!(
@@ -159,8 +174,13 @@ impl Subject {
 
     /// The TXT records at `name` as dig prints them (one line each, exact), sorted; for the
     /// fake, the records' stored content.
-    fn raw(&self, name: &str) -> Vec<String> {
+    async fn raw(&self, name: &str) -> Vec<String> {
         let mut lines = match &self.side {
+            SideDoor::Route53(r53) => r53
+                .txt(&self.dns.zone, name)
+                .await
+                .map(|set| set.values)
+                .unwrap_or_default(),
             SideDoor::Cloudflare(fake) => {
                 fake.records(name).into_iter().map(|r| r.content).collect()
             }
@@ -171,7 +191,10 @@ impl Subject {
     }
 
     /// The TTL of the TXT RRset at `name`, as the server answers it.
-    fn ttl(&self, name: &str) -> Option<u32> {
+    async fn ttl(&self, name: &str) -> Option<u32> {
+        if let SideDoor::Route53(r53) = &self.side {
+            return r53.txt(&self.dns.zone, name).await.map(|set| set.ttl);
+        }
         if let SideDoor::Cloudflare(fake) = &self.side {
             return fake.records(name).first().map(|r| r.ttl);
         }
@@ -182,7 +205,16 @@ impl Subject {
     }
 
     /// The TXT values at `name`, joined, sorted.
-    fn values(&self, name: &str) -> Vec<String> {
+    async fn values(&self, name: &str) -> Vec<String> {
+        if let SideDoor::Route53(r53) = &self.side {
+            let mut v: Vec<String> = r53
+                .txt(&self.dns.zone, name)
+                .await
+                .map(|set| set.values.iter().map(|x| content_value(x)).collect())
+                .unwrap_or_default();
+            v.sort();
+            return v;
+        }
         if let SideDoor::Cloudflare(fake) = &self.side {
             let mut v: Vec<String> = fake
                 .records(name)
@@ -196,8 +228,8 @@ impl Subject {
     }
 
     /// The character-strings of the one TXT record at `name`.
-    fn strings(&self, name: &str) -> Vec<String> {
-        let lines = self.raw(name);
+    async fn strings(&self, name: &str) -> Vec<String> {
+        let lines = self.raw(name).await;
         assert_eq!(
             lines.len(),
             1,
@@ -289,7 +321,7 @@ async fn every_kind_is_published_read_back_equal_and_settles() {
         );
         for r in &desired {
             assert_eq!(
-                s.values(&r.name),
+                s.values(&r.name).await,
                 std::slice::from_ref(&r.value),
                 "{}: {}",
                 s.name,
@@ -302,7 +334,7 @@ async fn every_kind_is_published_read_back_equal_and_settles() {
         assert!(gone.records.is_empty());
         for r in &desired {
             assert!(
-                s.values(&r.name).is_empty(),
+                s.values(&r.name).await.is_empty(),
                 "{}: {} removed",
                 s.name,
                 r.name
@@ -322,7 +354,7 @@ async fn long_dkim_keys_are_split_into_strings_that_join_to_the_value_and_do_not
             assert!(value.len() > if bits == 2048 { 400 } else { 730 });
             let desired = [record(&name, RecordKind::Dkim, &value)];
             let first = publish(&s, &t, &desired, &[]).await;
-            let strings = s.strings(&name);
+            let strings = s.strings(&name).await;
             assert!(strings.len() >= 2, "{}: split: {strings:?}", s.name);
             assert!(strings.iter().all(|x| x.len() <= 255), "{}", s.name);
             assert_eq!(strings.concat(), value, "{}: joined, exact", s.name);
@@ -348,7 +380,7 @@ async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles()
         for f in FOREIGN {
             s.add_foreign(&domain, 900, f).await;
         }
-        let foreign_before = s.raw(&domain);
+        let foreign_before = s.raw(&domain).await;
         assert_eq!(foreign_before.len(), 3, "{}: {foreign_before:?}", s.name);
         let t = s.target("contract/apex");
         let mut before = Vec::new();
@@ -368,6 +400,7 @@ async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles()
                 publish(&s, &t, std::slice::from_ref(&updated), &published.records).await;
             assert_eq!(
                 s.values(&domain)
+                    .await
                     .iter()
                     .filter(|v| v.starts_with("v=spf1"))
                     .collect::<Vec<_>>(),
@@ -378,12 +411,22 @@ async fn foreign_values_and_their_ttl_survive_100_publish_update_delete_cycles()
             let gone = publish(&s, &t, &[], &published.records).await;
             before = gone.records;
             if cycle % 33 == 0 || cycle == 99 {
-                assert_eq!(s.raw(&domain), foreign_before, "{}: cycle {cycle}", s.name);
-                assert_eq!(s.ttl(&domain), Some(900), "{}: cycle {cycle}: TTL", s.name);
+                assert_eq!(
+                    s.raw(&domain).await,
+                    foreign_before,
+                    "{}: cycle {cycle}",
+                    s.name
+                );
+                assert_eq!(
+                    s.ttl(&domain).await,
+                    Some(900),
+                    "{}: cycle {cycle}: TTL",
+                    s.name
+                );
             }
         }
         assert!(
-            s.values(&format!("_mailsec.{domain}")).is_empty(),
+            s.values(&format!("_mailsec.{domain}")).await.is_empty(),
             "{}: marker gone",
             s.name
         );
@@ -409,21 +452,26 @@ async fn update_changes_exactly_our_value_and_delete_removes_ours_and_our_marker
         ];
         let second = publish(&s, &t, &v2, &first.records).await;
         assert_eq!(second.changes, 2, "{}: one remove, one add", s.name);
-        assert_eq!(s.values(&dmarc), ["v=DMARC1; p=quarantine"], "{}", s.name);
         assert_eq!(
-            s.values(&domain),
+            s.values(&dmarc).await,
+            ["v=DMARC1; p=quarantine"],
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.values(&domain).await,
             ["google-site-verification=abc123", "v=spf1 mx -all"],
             "{}",
             s.name
         );
         publish(&s, &t, &[], &second.records).await;
-        assert_eq!(s.raw(&domain), [FOREIGN[0]], "{}", s.name);
+        assert_eq!(s.raw(&domain).await, [FOREIGN[0]], "{}", s.name);
         for name in [
             &dmarc,
             &format!("_mailsec.{domain}"),
             &format!("_mailsec.{dmarc}"),
         ] {
-            assert!(s.values(name).is_empty(), "{}: {name}", s.name);
+            assert!(s.values(name).await.is_empty(), "{}: {name}", s.name);
         }
     }
 }
@@ -447,7 +495,7 @@ async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
         );
         s.add_foreign(&domain, 600, r#""late-arrival=1""#).await;
         let result = s.backend.apply(&t.zone, &current, &plan.operations).await;
-        let values = s.values(&domain);
+        let values = s.values(&domain).await;
         assert!(
             values.contains(&"late-arrival=1".to_owned()),
             "{}: the concurrent value is kept: {values:?}",
@@ -476,7 +524,7 @@ async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
                 // The next pass reads again and publishes.
                 let next = publish(&s, &t, std::slice::from_ref(&spf), &[]).await;
                 assert_eq!(next.records[0].state, RecordState::Published);
-                assert!(s.values(&domain).contains(&spf.value), "{}", s.name);
+                assert!(s.values(&domain).await.contains(&spf.value), "{}", s.name);
             }
         }
     }
@@ -537,6 +585,44 @@ async fn bad_credentials_unknown_zones_and_dead_servers_have_their_reasons_and_w
                 },
                 &env.dns.tsig_secret,
             )),
+            env.dns.zone.clone(),
+            "DNSUnreachable",
+            env.dns.clone(),
+        ),
+        (
+            "route53 unknown zone",
+            Arc::new(
+                Route53::with_keys(&env.route53.url, support::route53::credentials(), None)
+                    .expect("route53"),
+            ),
+            "nothere.test".into(),
+            "DNSZoneNotFound",
+            env.dns.clone(),
+        ),
+        (
+            "route53 unknown hosted zone id",
+            Arc::new(
+                Route53::with_keys(
+                    &env.route53.url,
+                    support::route53::credentials(),
+                    Some("Z0NOSUCHZONE".into()),
+                )
+                .expect("route53"),
+            ),
+            "nothere.test".into(),
+            "DNSZoneNotFound",
+            env.dns.clone(),
+        ),
+        (
+            "route53 dead endpoint",
+            Arc::new(
+                Route53::with_keys(
+                    &format!("http://{dead}"),
+                    support::route53::credentials(),
+                    None,
+                )
+                .expect("route53"),
+            ),
             env.dns.zone.clone(),
             "DNSUnreachable",
             env.dns.clone(),
@@ -653,4 +739,157 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     // One record and its marker: the zone id (once per backend), 2 reads, 2 fresh reads for
     // the record ids and 1 batch; a no-op pass only reads.
     assert_eq!((create_calls, noop_calls), (6, 2));
+}
+
+/// What the strictness layer is for: moto alone accepts a DELETE that does not match the
+/// record set as it is (and so loses a value someone added), Route 53 and our strict moto
+/// refuse it. Also an over-long string and a CREATE over an existing set.
+#[tokio::test]
+async fn route53_refuses_stale_deletes_where_plain_moto_does_not() {
+    let Some(env) = support::env() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let tools = std::process::Command::new(support::repo_root().join("scripts/tools.sh"))
+        .arg("motopath")
+        .output()
+        .expect("tools.sh motopath");
+    let motopath = String::from_utf8_lossy(&tools.stdout).trim().to_owned();
+    let mut plain_server = std::process::Command::new("python3")
+        .arg(support::repo_root().join("scripts/route53-strict.py"))
+        .args([
+            "--plain",
+            "--port",
+            &port.to_string(),
+            "--zone",
+            &env.dns.zone,
+        ])
+        .env("PYTHONPATH", motopath)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start plain moto");
+    let plain = support::route53::Route53 {
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "plain moto did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let zone = &env.dns.zone;
+    for (server, strict) in [(&env.route53, true), (&plain, false)] {
+        let name = format!("stale-{}.{zone}", random_suffix());
+        server.add_foreign(zone, &name, 300, "\"ours=1\"").await;
+        server.add_foreign(zone, &name, 300, "\"theirs=1\"").await;
+        // A writer that read before `theirs` arrived deletes what it saw.
+        let stale = support::route53::change("DELETE", &name, 300, &["\"ours=1\"".into()])
+            + &support::route53::change("CREATE", &name, 300, &["\"ours=2\"".into()]);
+        let (status, body) = server.change(zone, &stale).await;
+        let left = server
+            .txt(zone, &name)
+            .await
+            .map(|s| s.values)
+            .unwrap_or_default();
+        if strict {
+            assert_eq!(status, 400, "{body}");
+            assert!(
+                body.contains("InvalidChangeBatch") && body.contains("do not match"),
+                "{body}"
+            );
+            assert_eq!(left, ["\"ours=1\"", "\"theirs=1\""], "nothing applied");
+        } else {
+            assert_eq!(status, 200, "plain moto accepts the stale DELETE: {body}");
+            assert!(
+                !left.contains(&"\"theirs=1\"".to_owned()),
+                "and loses their value: {left:?}"
+            );
+        }
+        let long = format!("\"{}\"", "x".repeat(300));
+        let (status, _) = server
+            .change(
+                zone,
+                &support::route53::change("CREATE", &format!("long-{name}"), 300, &[long]),
+            )
+            .await;
+        assert_eq!(
+            status == 400,
+            strict,
+            "a 300-byte string (strict: {strict})"
+        );
+        let (status, _) = server
+            .change(
+                zone,
+                &support::route53::change("CREATE", &name, 300, &["\"again\"".into()]),
+            )
+            .await;
+        assert_eq!(
+            status == 400,
+            strict,
+            "CREATE over an existing set (strict: {strict})"
+        );
+    }
+    let _ = plain_server.kill();
+    let _ = plain_server.wait();
+}
+
+/// IRSA: a web identity token exchanged with STS (moto's) for session credentials, which then
+/// sign the Route 53 requests.
+#[tokio::test]
+async fn route53_works_with_a_web_identity() {
+    let Some(env) = support::env() else { return };
+    let token = std::env::temp_dir().join(format!("mailsec-token-{}", random_suffix()));
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").expect("token file");
+    let backend = Route53::with_web_identity(
+        &env.route53.url,
+        "arn:aws:iam::123456789012:role/mailsec",
+        token.to_str().expect("path"),
+        &env.route53.url,
+        None,
+    )
+    .expect("route53");
+    let name = format!("irsa-{}.{}", random_suffix(), env.dns.zone);
+    let t = Target {
+        backend: Arc::new(backend),
+        zone: env.dns.zone.clone(),
+        settings: Settings {
+            owner: Owner::new("contract", "contract/irsa"),
+            policy: Policy::Sync,
+            adopt: false,
+        },
+    };
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    publish::run(&t, &desired, &[])
+        .await
+        .expect("publish with session credentials");
+    assert_eq!(
+        env.route53
+            .txt(&env.dns.zone, &name)
+            .await
+            .map(|s| s.values),
+        Some(vec!["\"v=DMARC1; p=none\"".to_owned()])
+    );
+    let _ = std::fs::remove_file(&token);
+    // A missing token file is an authentication failure that names it.
+    let missing = Route53::with_web_identity(
+        &env.route53.url,
+        "arn:aws:iam::123456789012:role/mailsec",
+        "/nonexistent/token",
+        &env.route53.url,
+        None,
+    )
+    .expect("route53");
+    let t = Target {
+        backend: Arc::new(missing),
+        ..t
+    };
+    let err = publish::run(&t, &desired, &[]).await.expect_err("no token");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(err.to_string().contains("/nonexistent/token"), "{err}");
 }

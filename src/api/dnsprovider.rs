@@ -39,8 +39,9 @@ pub struct DNSProviderSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
-    /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API) or `manual`
-    /// (write nothing; status lists the records to publish by hand). The settings block named like the type is required, and only it.
+    /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API), `route53`
+    /// (Amazon Route 53) or `manual` (write nothing; status lists the records to publish by
+    /// hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
@@ -52,6 +53,9 @@ pub struct ProviderSettings {
     /// Settings of the cloudflare provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloudflare: Option<CloudflareSpec>,
+    /// Settings of the route53 provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route53: Option<Route53Spec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -79,14 +83,16 @@ pub enum ProviderType {
     #[serde(rename = "powerdns")]
     PowerDns,
     Cloudflare,
+    Route53,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 4] = [
+    pub const ALL: [ProviderType; 5] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
         ProviderType::Cloudflare,
+        ProviderType::Route53,
         ProviderType::Manual,
     ];
 
@@ -96,6 +102,7 @@ impl ProviderType {
             ProviderType::Rfc2136 => "rfc2136",
             ProviderType::PowerDns => "powerdns",
             ProviderType::Cloudflare => "cloudflare",
+            ProviderType::Route53 => "route53",
             ProviderType::Manual => "manual",
         }
     }
@@ -191,6 +198,36 @@ pub struct CloudflareSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^?#]+$')").message("apiUrl must be an http:// or https:// URL"))]
     pub api_url: Option<String>,
+}
+
+/// Amazon Route 53 settings. Credentials: the two Secret references, or (both left out) the
+/// controller's own AWS credentials: IRSA (`AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE`,
+/// set by EKS on a ServiceAccount annotated `eks.amazonaws.com/role-arn`) or
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` in its environment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.accessKeyIDSecretRef) == has(self.secretAccessKeySecretRef)").message("accessKeyIDSecretRef and secretAccessKeySecretRef go together"))]
+pub struct Route53Spec {
+    /// The hosted zone's id (e.g. `Z0123456789ABCDEFGHIJ`); when left out, the hosted zone is
+    /// found by the zone's name (there must be exactly one public one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub hosted_zone_id: Option<String>,
+    /// The access key id, from a Secret.
+    #[serde(
+        rename = "accessKeyIDSecretRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// The secret access key, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+    /// The API endpoint; `https://route53.amazonaws.com` unless set (or `AWS_ENDPOINT_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("endpoint must be an http:// or https:// URL without a path"))]
+    pub endpoint: Option<String>,
 }
 
 fn default_server_id() -> String {

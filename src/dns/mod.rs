@@ -11,6 +11,7 @@ pub mod plan;
 pub mod powerdns;
 pub mod registry;
 pub mod rfc2136;
+pub mod route53;
 
 use std::time::Duration;
 

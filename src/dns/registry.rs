@@ -7,6 +7,7 @@ use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
 use super::powerdns::PowerDns;
 use super::rfc2136::Rfc2136;
+use super::route53::Route53;
 use crate::api::{ProviderSettings, ProviderType};
 
 /// The backend for `settings`, with its credentials read from `secrets`, reporting each of
@@ -28,6 +29,11 @@ pub async fn connect(
         ),
         t @ ProviderType::Cloudflare => Arc::new(
             Cloudflare::from_spec(settings.cloudflare.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::Route53 => Arc::new(
+            Route53::from_spec(settings.route53.as_ref().ok_or(missing(t))?, secrets)
                 .await?
                 .with_meter(meter),
         ),

@@ -21,6 +21,7 @@
 
 pub mod cloudflare;
 pub mod maildomain;
+pub mod route53;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ pub struct TestEnv {
     /// Knot DNS: the same zone and TSIG key as `dns`.
     pub knot: DnsSettings,
     pub pdns: PowerDnsSettings,
+    /// moto's Route 53, strict (scripts/route53-strict.py), with the hosted zone `dns.zone`.
+    pub route53: route53::Route53,
     /// The env-up.sh state directory (logs are in `logs/`), if known.
     pub env_dir: Option<PathBuf>,
     /// Directory holding kubectl, helm, kube-apiserver, etcd (scripts/tools.sh).
@@ -241,6 +244,9 @@ impl TestEnv {
                 ..dns.clone()
             },
         };
+        let route53 = route53::Route53 {
+            url: need("MAILSEC_ROUTE53_URL")?,
+        };
         let tools_bin = match get("MAILSEC_TOOLS_BIN") {
             Some(dir) => PathBuf::from(dir),
             None => tools_bindir()?,
@@ -251,6 +257,7 @@ impl TestEnv {
             dns,
             knot,
             pdns,
+            route53,
             env_dir: get("MAILSEC_ENV_DIR").map(PathBuf::from),
             tools_bin,
         })
