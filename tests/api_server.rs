@@ -267,6 +267,15 @@ async fn provider_settings_blocks_are_checked_at_admission() {
             "apiKeySecretRef",
         ),
         (
+            serde_json::json!({"type": "route53", "route53": {
+                "accessKeyIDSecretRef": {"name": "aws", "key": "id"}}}),
+            "accessKeyIDSecretRef and secretAccessKeySecretRef go together",
+        ),
+        (
+            serde_json::json!({"type": "route53"}),
+            "route53 settings are required when type is route53",
+        ),
+        (
             serde_json::json!({"type": "cloudflare"}),
             "cloudflare settings are required when type is cloudflare",
         ),

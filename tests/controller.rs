@@ -1079,3 +1079,56 @@ async fn publishes_through_the_cloudflare_api() {
     assert!(contents(&format!("_mailsec.{domain}")).is_empty());
     ns.delete(&client).await;
 }
+
+/// The route53 provider end to end against moto (strict): keys from a Secret, the hosted zone
+/// found by name; someone else's apex value stays, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishes_through_route53() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "r53").await;
+    let r53 = &env.route53;
+    let zone = &env.dns.zone;
+    let domain = format!("r{}.{zone}", random_suffix());
+    r53.add_foreign(zone, &domain, 900, "\"site-verification=keep-me\"")
+        .await;
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    let keys = support::route53::credentials();
+    apply_json(
+        &client,
+        ns.name(),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"},
+            "stringData": {"id": keys.access_key_id, "secret": keys.secret_access_key}
+        }),
+    )
+    .await;
+    apply_json(&client, ns.name(), serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "route53", "zones": [zone], "route53": {
+            "endpoint": r53.url,
+            "accessKeyIDSecretRef": {"name": "aws", "key": "id"},
+            "secretAccessKeySecretRef": {"name": "aws", "key": "secret"}}}
+    }))
+    .await;
+    apply_json(&client, ns.name(), mail_domain(&domain, "testing")).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    let md = wait_for(&api, "md", "Ready", ready).await;
+    let id = md.status.and_then(|s| s.policy_id).expect("policy id");
+    let sts = r53
+        .txt(zone, &format!("_mta-sts.{domain}"))
+        .await
+        .expect("_mta-sts");
+    assert_eq!(sts.values, [format!("\"v=STSv1; id={id}\"")]);
+    let apex = r53.txt(zone, &domain).await.expect("apex");
+    assert_eq!(
+        apex.values,
+        ["\"site-verification=keep-me\"", "\"v=spf1 mx -all\""]
+    );
+    assert_eq!(apex.ttl, 900, "the set keeps its TTL");
+    support::delete_skipping_withdrawal(&api, "md", false).await;
+    let apex = r53.txt(zone, &domain).await.expect("apex");
+    assert_eq!(apex.values, ["\"site-verification=keep-me\""]);
+    assert!(r53.txt(zone, &format!("_mailsec.{domain}")).await.is_none());
+    ns.delete(&client).await;
+}

@@ -1567,6 +1567,7 @@ async fn the_provider_examples_render_and_are_admitted() {
         "policy-host-external.yaml",
         "powerdns.yaml",
         "cloudflare.yaml",
+        "route53.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),
