@@ -893,3 +893,95 @@ async fn route53_works_with_a_web_identity() {
     assert_eq!(err.category(), "DNSAuthFailed", "{err}");
     assert!(err.to_string().contains("/nonexistent/token"), "{err}");
 }
+
+/// Counts requests, per provider.
+#[derive(Default)]
+struct Counter(std::sync::Mutex<u64>);
+
+impl mailsec_operator::dns::backend::ApiMeter for Counter {
+    fn request(&self, _provider: &'static str, _result: &'static str) {
+        if let Ok(mut n) = self.0.lock() {
+            *n += 1;
+        }
+    }
+}
+
+impl Counter {
+    fn take(&self) -> u64 {
+        self.0
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or(0)
+    }
+}
+
+/// Politeness: how many requests one pass makes for a MailDomain with every record kind (six
+/// records, six markers), publishing and then with nothing to do. A pass with nothing to do
+/// reads each name once and writes nothing; the numbers are printed for the notes.
+#[tokio::test]
+async fn requests_per_pass_create_and_no_op() {
+    let Some(env) = support::env() else { return };
+    let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let counter = Arc::new(Counter::default());
+    let meter = || counter.clone() as Arc<dyn mailsec_operator::dns::backend::ApiMeter>;
+    let backends: Vec<(&str, Arc<dyn DnsBackend>, u64)> = vec![
+        (
+            "rfc2136",
+            Arc::new(rfc2136(&env.dns, &env.dns.tsig_secret).with_meter(meter())),
+            0,
+        ),
+        (
+            "powerdns",
+            Arc::new(powerdns(&env.pdns, &env.pdns.api_key).with_meter(meter())),
+            0,
+        ),
+        (
+            "cloudflare",
+            Arc::new(
+                Cloudflare::new(&fake.url, fake.token.clone())
+                    .expect("cf")
+                    .with_meter(meter()),
+            ),
+            1,
+        ),
+        (
+            "route53",
+            Arc::new(
+                Route53::with_keys(&env.route53.url, support::route53::credentials(), None)
+                    .expect("route53")
+                    .with_meter(meter()),
+            ),
+            1,
+        ),
+    ];
+    for (name, backend, zone_lookup) in backends {
+        let domain = format!("calls-{}.{}", random_suffix(), env.dns.zone);
+        let desired = all_kinds(&domain);
+        let t = Target {
+            backend,
+            zone: env.dns.zone.clone(),
+            settings: Settings {
+                owner: Owner::new("contract", "contract/calls"),
+                policy: Policy::Sync,
+                adopt: false,
+            },
+        };
+        counter.take();
+        let first = publish::run(&t, &desired, &[]).await.expect("create");
+        let create = counter.take();
+        let again = publish::run(&t, &desired, &first.records)
+            .await
+            .expect("no-op");
+        let noop = counter.take();
+        println!("{name}: create {create} requests, no-op {noop}");
+        assert_eq!(again.changes, 0);
+        assert_eq!(
+            noop, 12,
+            "{name}: a no-op pass reads each of the 12 names once"
+        );
+        assert!(create > 12 + zone_lookup, "{name}: {create}");
+        publish::run(&t, &[], &again.records)
+            .await
+            .expect("clean up");
+    }
+}

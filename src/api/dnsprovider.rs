@@ -126,12 +126,11 @@ fn settings_block_rule() -> Rule {
         .map(|t| format!("(self.type == '{t}') == has(self.{t})"))
         .collect::<Vec<_>>()
         .join(" && ");
-    let message = with_settings
-        .iter()
-        .map(|t| format!("{t} settings are required when type is {t}, and only then"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Rule::new(rule).message(kube::core::Message::Message(message))
+    // Names the type at hand, so the message says which block is missing or out of place.
+    let message = "self.type == 'manual' ? 'type manual takes no provider settings block' : \
+                   self.type + ' settings are required when type is ' + self.type + \
+                   ', and only then (no other provider settings block)'";
+    Rule::new(rule).message(kube::core::Message::Expression(message.to_owned()))
 }
 
 /// What the operator may change in DNS.
