@@ -985,3 +985,78 @@ async fn requests_per_pass_create_and_no_op() {
             .expect("clean up");
     }
 }
+
+/// EKS Pod Identity: credentials from the agent's container credentials endpoint (here a
+/// stand-in answering as the agent documents: the projected token in `Authorization`, JSON
+/// with `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`), fetched once and reused.
+#[tokio::test]
+async fn route53_works_with_eks_pod_identity() {
+    let Some(env) = support::env() else { return };
+    let token = std::env::temp_dir().join(format!("mailsec-pod-token-{}", random_suffix()));
+    std::fs::write(&token, "pod-identity-token\n").expect("token file");
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = asked.clone();
+    let agent = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if headers.get("authorization").and_then(|h| h.to_str().ok()) != Some("pod-identity-token") {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "bad token".to_owned());
+                }
+                let expires = k8s_openapi::jiff::Timestamp::now()
+                    .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(6))
+                    .expect("time");
+                (
+                    axum::http::StatusCode::OK,
+                    serde_json::json!({"AccessKeyId": "ASIAPODIDENTITY", "SecretAccessKey": "pod-secret",
+                        "Token": "pod-session", "AccountId": "111122223333", "Expiration": expires.to_string()})
+                    .to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, agent).await;
+    });
+    let backend = Route53::with_container_credentials(
+        &env.route53.url,
+        &format!("http://{addr}/v1/credentials"),
+        token.to_str(),
+        None,
+    )
+    .expect("route53");
+    let t = Target {
+        backend: Arc::new(backend),
+        zone: env.dns.zone.clone(),
+        settings: Settings {
+            owner: Owner::new("contract", "contract/pod"),
+            policy: Policy::Sync,
+            adopt: false,
+        },
+    };
+    let name = format!("pod-{}.{}", random_suffix(), env.dns.zone);
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let first = publish::run(&t, &desired, &[]).await.expect("publish");
+    publish::run(&t, &desired, &first.records)
+        .await
+        .expect("again");
+    assert_eq!(
+        env.route53
+            .txt(&env.dns.zone, &name)
+            .await
+            .map(|s| s.values),
+        Some(vec!["\"v=DMARC1; p=none\"".to_owned()])
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, then reused"
+    );
+    let _ = std::fs::remove_file(&token);
+}

@@ -11,7 +11,8 @@
 //! TXT values are quoted ≤255-byte strings (Route 53 refuses longer ones:
 //! `CharacterStringTooLong`), read back joined. Credentials: access keys from a Secret, else
 //! the environment (`AWS_ACCESS_KEY_ID`...), else a web identity (IRSA: `AWS_ROLE_ARN` and
-//! `AWS_WEB_IDENTITY_TOKEN_FILE`, exchanged with STS and renewed before they expire).
+//! `AWS_WEB_IDENTITY_TOKEN_FILE`, exchanged with STS), else EKS Pod Identity
+//! (`AWS_CONTAINER_CREDENTIALS_FULL_URI`); fetched credentials are renewed before they expire.
 //!
 //! SigV4 is written here (about 60 lines on `hmac` and `sha2`) rather than taken from the AWS
 //! SDK, which would add minutes of build and a second TLS stack for four API calls.
@@ -61,6 +62,12 @@ enum Source {
         token_file: String,
         session_name: String,
         sts: String,
+        cached: Mutex<Option<(Credentials, Timestamp)>>,
+    },
+    /// EKS Pod Identity: the agent's endpoint, asked with the projected token, likewise cached.
+    Container {
+        uri: String,
+        token_file: Option<String>,
         cached: Mutex<Option<(Credentials, Timestamp)>>,
     },
 }
@@ -125,6 +132,23 @@ impl Route53 {
         Route53::new(endpoint, Source::Fixed(credentials), hosted_zone_id)
     }
 
+    /// A backend that takes its credentials from a container credentials endpoint (EKS Pod
+    /// Identity), as the controller does with `AWS_CONTAINER_CREDENTIALS_FULL_URI` and
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+    pub fn with_container_credentials(
+        endpoint: &str,
+        uri: &str,
+        token_file: Option<&str>,
+        hosted_zone_id: Option<String>,
+    ) -> Result<Self, DnsError> {
+        let source = Source::Container {
+            uri: uri.to_owned(),
+            token_file: token_file.map(str::to_owned),
+            cached: Mutex::new(None),
+        };
+        Route53::new(endpoint, source, hosted_zone_id)
+    }
+
     /// A backend that takes its credentials from STS for a web identity token (IRSA), as the
     /// controller does with `AWS_ROLE_ARN` and `AWS_WEB_IDENTITY_TOKEN_FILE`.
     pub fn with_web_identity(
@@ -175,6 +199,27 @@ impl Route53 {
     async fn credentials(&self) -> Result<Credentials, DnsError> {
         match &self.source {
             Source::Fixed(c) => Ok(c.clone()),
+            Source::Container {
+                uri,
+                token_file,
+                cached,
+            } => {
+                let now = Timestamp::now();
+                if let Some((c, until)) = cached.lock().ok().and_then(|c| c.clone())
+                    && until > now
+                {
+                    return Ok(c);
+                }
+                let (c, expires) =
+                    container_credentials(&self.http, uri, token_file.as_deref()).await?;
+                let until = expires
+                    .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
+                    .unwrap_or(now);
+                if let Ok(mut slot) = cached.lock() {
+                    *slot = Some((c.clone(), until));
+                }
+                Ok(c)
+            }
             Source::WebIdentity {
                 role_arn,
                 token_file,
@@ -405,9 +450,72 @@ fn from_environment() -> Result<Source, ConnectError> {
             cached: Mutex::new(None),
         });
     }
+    if let Some(uri) = env("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        return Ok(Source::Container {
+            uri,
+            token_file: env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
+            cached: Mutex::new(None),
+        });
+    }
     Err(ConnectError::Dns(DnsError::Config(
-        "route53: no credentials: set accessKeyIDSecretRef and secretAccessKeySecretRef, or give the controller AWS credentials (IRSA: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into(),
+        "route53: no credentials: set accessKeyIDSecretRef and secretAccessKeySecretRef, or give the controller AWS credentials (IRSA: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI; or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into(),
     )))
+}
+
+/// The container credentials endpoint's answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: String,
+}
+
+async fn container_credentials(
+    http: &reqwest::Client,
+    uri: &str,
+    token_file: Option<&str>,
+) -> Result<(Credentials, Timestamp), DnsError> {
+    let mut request = http.get(uri);
+    if let Some(file) = token_file {
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| DnsError::Auth(format!("route53: the Pod Identity token {file}: {e}")))?;
+        request = request.header(reqwest::header::AUTHORIZATION, token.trim());
+    }
+    let response = request.send().await.map_err(|e| {
+        DnsError::Unreachable(format!(
+            "container credentials {uri}: {}",
+            http::describe(&e)
+        ))
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(DnsError::Auth(format!(
+            "container credentials {uri}: HTTP {status}: {}",
+            text.chars().take(300).collect::<String>()
+        )));
+    }
+    let c: ContainerCredentials = serde_json::from_str(&text).map_err(|e| {
+        DnsError::Auth(format!(
+            "container credentials {uri}: unreadable answer: {e}"
+        ))
+    })?;
+    let expires = c.expiration.parse::<Timestamp>().map_err(|e| {
+        DnsError::Server(format!(
+            "container credentials: expiration `{}`: {e}",
+            c.expiration
+        ))
+    })?;
+    Ok((
+        Credentials {
+            access_key_id: c.access_key_id,
+            secret_access_key: c.secret_access_key,
+            session_token: Some(c.token),
+        },
+        expires,
+    ))
 }
 
 async fn assume_role_with_web_identity(
