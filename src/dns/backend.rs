@@ -81,6 +81,26 @@ pub enum ConnectError {
     Dns(#[from] DnsError),
 }
 
+/// A credential kept as text in a Secret (an API key, a token): printable, surrounding white
+/// space removed; `what` names it in the error.
+pub async fn secret_text(
+    secrets: &dyn SecretSource,
+    reference: &SecretKeyRef,
+    what: &str,
+) -> Result<String, SecretError> {
+    let raw = secrets.value(reference).await?;
+    String::from_utf8(raw)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            SecretError::NotFound(format!(
+                "Secret {} key {} does not hold {what} (printable text)",
+                reference.name, reference.key
+            ))
+        })
+}
+
 /// Where backends find their credentials: the provider's Secrets, in the namespace the
 /// provider's kind says (a DNSProvider's own, the operator's for a ClusterDNSProvider).
 pub trait SecretSource: Send + Sync {

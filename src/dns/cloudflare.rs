@@ -23,7 +23,7 @@ use super::DnsError;
 use std::sync::Arc;
 
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
 };
 use super::http;
 use super::plan::{Current, Operation, RRset};
@@ -116,17 +116,12 @@ impl Cloudflare {
         spec: &CloudflareSpec,
         secrets: &dyn SecretSource,
     ) -> Result<Self, ConnectError> {
-        let raw = secrets.value(&spec.api_token_secret_ref).await?;
-        let token = String::from_utf8(raw)
-            .ok()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                SecretError::NotFound(format!(
-                    "Secret {} key {} does not hold a Cloudflare API token (printable text)",
-                    spec.api_token_secret_ref.name, spec.api_token_secret_ref.key
-                ))
-            })?;
+        let token = secret_text(
+            secrets,
+            &spec.api_token_secret_ref,
+            "a Cloudflare API token",
+        )
+        .await?;
         Ok(Cloudflare::new(
             spec.api_url.as_deref().unwrap_or(API_URL),
             token,

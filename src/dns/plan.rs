@@ -15,6 +15,25 @@ pub struct RRset {
     pub values: Vec<String>,
 }
 
+impl RRset {
+    /// Whether two RRsets (or their absence) are the same: TTL and values, in any order.
+    pub fn same(a: Option<&RRset>, b: Option<&RRset>) -> bool {
+        let key = |r: Option<&RRset>| {
+            r.map(|r| {
+                let mut v = r.values.clone();
+                v.sort();
+                (r.ttl, v)
+            })
+        };
+        key(a) == key(b)
+    }
+}
+
+/// A name as APIs write it: with the root dot.
+pub fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
 /// What DNS holds now, by owner name. Missing names have no TXT records.
 pub type Current = BTreeMap<String, RRset>;
 

@@ -21,10 +21,10 @@ use super::DnsError;
 use std::sync::Arc;
 
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
 };
 use super::http;
-use super::plan::{Current, Operation, RRset, rrsets_after};
+use super::plan::{Current, Operation, RRset, fqdn, rrsets_after};
 use crate::api::PowerDnsSpec;
 use crate::domain::txt;
 
@@ -71,17 +71,7 @@ impl PowerDns {
         spec: &PowerDnsSpec,
         secrets: &dyn SecretSource,
     ) -> Result<Self, ConnectError> {
-        let raw = secrets.value(&spec.api_key_secret_ref).await?;
-        let key = String::from_utf8(raw)
-            .ok()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                SecretError::NotFound(format!(
-                    "Secret {} key {} does not hold a PowerDNS API key (printable text)",
-                    spec.api_key_secret_ref.name, spec.api_key_secret_ref.key
-                ))
-            })?;
+        let key = secret_text(secrets, &spec.api_key_secret_ref, "a PowerDNS API key").await?;
         Ok(PowerDns::new(&spec.url, &spec.server_id, key)?)
     }
 
@@ -198,18 +188,6 @@ fn logical(rrset: Option<&ApiRRset>) -> Result<Option<RRset>, DnsError> {
     }))
 }
 
-/// Equal as RRsets: same TTL, same values in any order.
-fn same(a: Option<&RRset>, b: Option<&RRset>) -> bool {
-    let key = |r: Option<&RRset>| {
-        r.map(|r| {
-            let mut v = r.values.clone();
-            v.sort();
-            (r.ttl, v)
-        })
-    };
-    key(a) == key(b)
-}
-
 impl DnsBackend for PowerDns {
     fn kind(&self) -> &'static str {
         "powerdns"
@@ -246,7 +224,7 @@ impl DnsBackend for PowerDns {
             for (name, wanted) in &after {
                 // Compare-and-swap by hand: stop when the RRset is not what the plan saw.
                 let raw = self.rrset(zone, name).await?;
-                if !same(logical(raw.as_ref())?.as_ref(), current.get(name)) {
+                if !RRset::same(logical(raw.as_ref())?.as_ref(), current.get(name)) {
                     return Err(DnsError::ConcurrentChange(format!(
                         "powerdns: {name} changed since it was read; nothing written"
                     )));
@@ -276,7 +254,7 @@ impl DnsBackend for PowerDns {
             for (name, wanted) in &after {
                 let now = logical(self.rrset(zone, name).await?.as_ref())?;
                 let wanted = (!wanted.values.is_empty()).then_some(wanted);
-                if !same(now.as_ref(), wanted) {
+                if !RRset::same(now.as_ref(), wanted) {
                     return Err(DnsError::ConcurrentChange(format!(
                         "powerdns: {name} changed while it was written; the next pass reads it again"
                     )));
@@ -311,10 +289,6 @@ fn records_for(raw: Option<&ApiRRset>, values: &[String]) -> Result<Vec<ApiRecor
             disabled: false,
         })
         .collect())
-}
-
-fn fqdn(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.'))
 }
 
 /// A zone or server id in a path: PowerDNS escapes `/` (and anything outside LDH, `.`, `_`)
@@ -382,7 +356,7 @@ mod tests {
         assert_eq!(api_error(r#"{"error": "RRset x: bad"}"#), "RRset x: bad");
         assert_eq!(api_error("Not Found"), "Not Found");
         assert!(PowerDns::new("ftp://x", "localhost", "k".into()).is_err());
-        assert!(same(
+        assert!(RRset::same(
             Some(&RRset {
                 ttl: 1,
                 values: vec!["a".into(), "b".into()]
@@ -392,7 +366,7 @@ mod tests {
                 values: vec!["b".into(), "a".into()]
             })
         ));
-        assert!(!same(
+        assert!(!RRset::same(
             Some(&RRset {
                 ttl: 1,
                 values: vec!["a".into()]

@@ -30,10 +30,10 @@ use sha2::{Digest, Sha256};
 
 use super::DnsError;
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
 };
 use super::http;
-use super::plan::{Current, Operation, RRset, rrsets_after};
+use super::plan::{Current, Operation, RRset, fqdn, rrsets_after};
 use crate::api::Route53Spec;
 use crate::domain::txt;
 
@@ -56,20 +56,36 @@ pub struct Credentials {
 /// Where credentials come from.
 enum Source {
     Fixed(Credentials),
-    /// IRSA: a projected token exchanged with STS, cached until shortly before it expires.
+    /// Fetched when needed, and kept until shortly before they expire.
+    Fetched {
+        from: Fetch,
+        cached: Mutex<Option<(Credentials, Timestamp)>>,
+    },
+}
+
+/// Where temporary credentials are fetched from.
+enum Fetch {
+    /// IRSA: a projected token exchanged with STS.
     WebIdentity {
         role_arn: String,
         token_file: String,
         session_name: String,
         sts: String,
-        cached: Mutex<Option<(Credentials, Timestamp)>>,
     },
-    /// EKS Pod Identity: the agent's endpoint, asked with the projected token, likewise cached.
+    /// EKS Pod Identity: the agent's endpoint, asked with the projected token.
     Container {
         uri: String,
         token_file: Option<String>,
-        cached: Mutex<Option<(Credentials, Timestamp)>>,
     },
+}
+
+impl Source {
+    fn fetched(from: Fetch) -> Source {
+        Source::Fetched {
+            from,
+            cached: Mutex::new(None),
+        }
+    }
 }
 
 pub struct Route53 {
@@ -90,24 +106,11 @@ impl Route53 {
             &spec.access_key_id_secret_ref,
             &spec.secret_access_key_secret_ref,
         ) {
-            (Some(id), Some(secret)) => {
-                let read = |bytes: Vec<u8>, what: &str| {
-                    String::from_utf8(bytes)
-                        .ok()
-                        .map(|v| v.trim().to_owned())
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| {
-                            SecretError::NotFound(format!(
-                                "the {what} Secret value is empty or not text"
-                            ))
-                        })
-                };
-                Source::Fixed(Credentials {
-                    access_key_id: read(secrets.value(id).await?, "access key id")?,
-                    secret_access_key: read(secrets.value(secret).await?, "secret access key")?,
-                    session_token: None,
-                })
-            }
+            (Some(id), Some(secret)) => Source::Fixed(Credentials {
+                access_key_id: secret_text(secrets, id, "an AWS access key id").await?,
+                secret_access_key: secret_text(secrets, secret, "an AWS secret access key").await?,
+                session_token: None,
+            }),
             _ => from_environment()?,
         };
         let endpoint = spec
@@ -141,11 +144,10 @@ impl Route53 {
         token_file: Option<&str>,
         hosted_zone_id: Option<String>,
     ) -> Result<Self, DnsError> {
-        let source = Source::Container {
+        let source = Source::fetched(Fetch::Container {
             uri: uri.to_owned(),
             token_file: token_file.map(str::to_owned),
-            cached: Mutex::new(None),
-        };
+        });
         Route53::new(endpoint, source, hosted_zone_id)
     }
 
@@ -158,13 +160,12 @@ impl Route53 {
         sts: &str,
         hosted_zone_id: Option<String>,
     ) -> Result<Self, DnsError> {
-        let source = Source::WebIdentity {
+        let source = Source::fetched(Fetch::WebIdentity {
             role_arn: role_arn.to_owned(),
             token_file: token_file.to_owned(),
             session_name: "mailsec-operator".to_owned(),
             sts: sts.to_owned(),
-            cached: Mutex::new(None),
-        };
+        });
         Route53::new(endpoint, source, hosted_zone_id)
     }
 
@@ -197,60 +198,38 @@ impl Route53 {
     }
 
     async fn credentials(&self) -> Result<Credentials, DnsError> {
-        match &self.source {
-            Source::Fixed(c) => Ok(c.clone()),
-            Source::Container {
-                uri,
-                token_file,
-                cached,
-            } => {
-                let now = Timestamp::now();
-                if let Some((c, until)) = cached.lock().ok().and_then(|c| c.clone())
-                    && until > now
-                {
-                    return Ok(c);
-                }
-                let (c, expires) =
-                    container_credentials(&self.http, uri, token_file.as_deref()).await?;
-                let until = expires
-                    .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
-                    .unwrap_or(now);
-                if let Ok(mut slot) = cached.lock() {
-                    *slot = Some((c.clone(), until));
-                }
-                Ok(c)
-            }
-            Source::WebIdentity {
+        let (from, cached) = match &self.source {
+            Source::Fixed(c) => return Ok(c.clone()),
+            Source::Fetched { from, cached } => (from, cached),
+        };
+        let now = Timestamp::now();
+        if let Some((c, until)) = cached.lock().ok().and_then(|c| c.clone())
+            && until > now
+        {
+            return Ok(c);
+        }
+        let (c, expires) = match from {
+            Fetch::WebIdentity {
                 role_arn,
                 token_file,
                 session_name,
                 sts,
-                cached,
             } => {
-                let now = Timestamp::now();
-                if let Some((c, until)) = cached.lock().ok().and_then(|c| c.clone())
-                    && until > now
-                {
-                    return Ok(c);
-                }
-                let (c, expires) = assume_role_with_web_identity(
-                    &self.http,
-                    sts,
-                    role_arn,
-                    token_file,
-                    session_name,
-                )
-                .await?;
-                // Renewed five minutes early, so a request never carries an expired token.
-                let until = expires
-                    .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
-                    .unwrap_or(now);
-                if let Ok(mut slot) = cached.lock() {
-                    *slot = Some((c.clone(), until));
-                }
-                Ok(c)
+                assume_role_with_web_identity(&self.http, sts, role_arn, token_file, session_name)
+                    .await?
             }
+            Fetch::Container { uri, token_file } => {
+                container_credentials(&self.http, uri, token_file.as_deref()).await?
+            }
+        };
+        // Renewed five minutes early, so a request never carries an expired token.
+        let until = expires
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(300))
+            .unwrap_or(now);
+        if let Ok(mut slot) = cached.lock() {
+            *slot = Some((c.clone(), until));
         }
+        Ok(c)
     }
 
     async fn call(
@@ -441,21 +420,19 @@ fn from_environment() -> Result<Source, ConnectError> {
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .or_else(|| env("AWS_REGION").map(|r| format!("https://sts.{r}.amazonaws.com")))
             .unwrap_or_else(|| "https://sts.amazonaws.com".to_owned());
-        return Ok(Source::WebIdentity {
+        return Ok(Source::fetched(Fetch::WebIdentity {
             role_arn,
             token_file,
             session_name: env("AWS_ROLE_SESSION_NAME")
                 .unwrap_or_else(|| "mailsec-operator".to_owned()),
             sts,
-            cached: Mutex::new(None),
-        });
+        }));
     }
     if let Some(uri) = env("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
-        return Ok(Source::Container {
+        return Ok(Source::fetched(Fetch::Container {
             uri,
             token_file: env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
-            cached: Mutex::new(None),
-        });
+        }));
     }
     Err(ConnectError::Dns(DnsError::Config(
         "route53: no credentials: set accessKeyIDSecretRef and secretAccessKeySecretRef, or give the controller AWS credentials (IRSA: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE; EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI; or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into(),
@@ -670,10 +647,6 @@ fn query(value: &str) -> String {
     aws_encode(value)
 }
 
-fn fqdn(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.'))
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, DnsError> {
     quick_xml::de::from_str(body)
         .map_err(|e| DnsError::Server(format!("route53: unreadable answer: {e}")))
@@ -817,17 +790,6 @@ fn logical(raw: Option<&ApiRRset>) -> Option<RRset> {
     })
 }
 
-fn same(a: Option<&RRset>, b: Option<&RRset>) -> bool {
-    let key = |r: Option<&RRset>| {
-        r.map(|r| {
-            let mut v = r.values.clone();
-            v.sort();
-            (r.ttl, v)
-        })
-    };
-    key(a) == key(b)
-}
-
 fn change(action: &str, name: &str, ttl: u32, values: &[String]) -> String {
     let records: String = values
         .iter()
@@ -875,7 +837,7 @@ impl DnsBackend for Route53 {
             let mut changes = String::new();
             for (name, wanted) in rrsets_after(current, operations) {
                 let raw = self.rrset(&zone_id, &name).await?;
-                if !same(logical(raw.as_ref()).as_ref(), current.get(&name)) {
+                if !RRset::same(logical(raw.as_ref()).as_ref(), current.get(&name)) {
                     return Err(DnsError::ConcurrentChange(format!(
                         "route53: {name} changed since it was read; nothing written"
                     )));
