@@ -2,7 +2,7 @@
 //! the Web PKI roots through rustls and ring, no redirects followed), and the reading of a
 //! rate limit's `Retry-After`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -18,23 +18,33 @@ pub fn install_crypto_provider() {
 /// A client whose every request ends within `timeout`.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, DnsError> {
     install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| DnsError::Config(format!("TLS settings: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(tls_config()?)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| DnsError::Config(format!("HTTP client: {e}")))
+}
+
+/// The TLS settings, made once per process (the root store is the costly part): backends,
+/// and so their clients, are made anew for each reconcile. (The clients themselves are not
+/// shared: their connections belong to the runtime that made them.)
+fn tls_config() -> Result<rustls::ClientConfig, DnsError> {
+    static TLS: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| DnsError::Config(format!("TLS settings: {e}")))
 }
 
 /// `Retry-After` in seconds (the form APIs send; an HTTP date is not read).
