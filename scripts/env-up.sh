@@ -77,13 +77,6 @@ pdns_api_ready() {
     "http://127.0.0.1:$port/api/v1/servers/localhost" 2>/dev/null | grep -q '"daemon_type": "authoritative"'
 }
 
-dns_ready() {
-  local port; port=$(cat "$STATE/ports/named" 2>/dev/null) || return 1
-  # Both transports: updates and large answers may use TCP.
-  dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 "$ZONE" SOA 2>/dev/null | grep -q "$ZONE" &&
-    dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 "$ZONE" SOA 2>/dev/null | grep -q "$ZONE"
-}
-
 etcd_ready() {
   local port; port=$(cat "$STATE/ports/etcd" 2>/dev/null) || return 1
   curl -sS --max-time 2 "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"'
@@ -93,7 +86,7 @@ healthy() {
   [ -f "$STATE/$STATE_MARKER" ] && [ -f "$STATE/env" ] || return 1
   local c
   for c in "${COMPONENTS[@]}"; do pid_is_ours "$(recorded_pid "$c")" || return 1; done
-  api_ready && dns_ready && soa_ready knot && soa_ready pdns && pdns_api_ready && route53_ready
+  api_ready && soa_ready named && soa_ready knot && soa_ready pdns && pdns_api_ready && route53_ready
 }
 
 route53_ready() {
@@ -322,7 +315,7 @@ EOF
 named-checkconf "$NAMED_DIR/named.conf" >&2 || fail_start "generated named.conf is invalid"
 log "starting named on 127.0.0.1:$DNS_PORT (udp+tcp), zone $ZONE"
 launch named "$NAMED" -g -4 -c "$NAMED_DIR/named.conf"
-wait_for named "SOA answer for $ZONE" dns_ready
+wait_for named "SOA answer for $ZONE" soa_ready named
 
 # --- Knot DNS: the same zone and key, a second RFC 2136 implementation -------------------------
 KNOT_DIR=$STATE/knot

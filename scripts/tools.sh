@@ -125,31 +125,24 @@ fetch_cert_manager_crds() {
   rm -rf "$CERT_MANAGER_CRDS" && mv "$tmp" "$CERT_MANAGER_CRDS"
 }
 
-python_tools() {
-  [ -d "$PYTHON_TOOLS/aiosmtpd" ] && return 0
-  log "installing aiosmtpd $AIOSMTPD_VERSION from PyPI"
-  local tmp="$PYTHON_TOOLS.tmp.$$"
+# pip_target <dir> <module> <requirement>: installs the requirement (with its dependencies)
+# into <dir> unless <dir>/<module> is there; a half-done install never takes its place.
+pip_target() {
+  local dir=$1 module=$2 requirement=$3
+  [ -d "$dir/$module" ] && return 0
+  log "installing $requirement from PyPI"
+  local tmp="$dir.tmp.$$"
   rm -rf "$tmp"
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --target "$tmp" "aiosmtpd==$AIOSMTPD_VERSION"
-  rm -rf "$PYTHON_TOOLS" && mv "$tmp" "$PYTHON_TOOLS"
-}
-
-moto_server() {
-  [ -d "$MOTO_TOOLS/moto" ] && return 0
-  log "installing moto[server] $MOTO_VERSION from PyPI"
-  local tmp="$MOTO_TOOLS.tmp.$$"
-  rm -rf "$tmp"
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-    --no-warn-conflicts --target "$tmp" "moto[server]==$MOTO_VERSION" 2>&1 |
+    --no-warn-conflicts --target "$tmp" "$requirement" 2>&1 |
     grep -v "^WARNING: Running pip as" >&2 || true
-  [ -d "$tmp/moto" ] || { log "error: installing moto failed"; exit 1; }
-  rm -rf "$MOTO_TOOLS" && mv "$tmp" "$MOTO_TOOLS"
+  [ -d "$tmp/$module" ] || { log "error: installing $requirement failed"; exit 1; }
+  rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
 debian_packages
-python_tools
-moto_server
+pip_target "$PYTHON_TOOLS" aiosmtpd "aiosmtpd==$AIOSMTPD_VERSION"
+pip_target "$MOTO_TOOLS" moto "moto[server]==$MOTO_VERSION"
 fetch_cert_manager_crds
 build_etcd
 build_kubernetes

@@ -18,7 +18,8 @@ use mailsec_operator::controller::dereference::Target;
 use mailsec_operator::controller::publish::{self, Published};
 use mailsec_operator::dns::DnsError;
 use mailsec_operator::dns::backend::DnsBackend;
-use mailsec_operator::dns::cloudflare::{Cloudflare, content_value};
+use mailsec_operator::dns::cloudflare::Cloudflare;
+use mailsec_operator::dns::content::value_of as content_value;
 use mailsec_operator::dns::ownership::Owner;
 use mailsec_operator::dns::plan::{Policy, Settings};
 use mailsec_operator::dns::powerdns::PowerDns;
@@ -103,15 +104,7 @@ async fn subjects(env: &TestEnv) -> Vec<Subject> {
 
 impl Subject {
     fn target(&self, resource: &str) -> Target {
-        Target {
-            backend: self.backend.clone(),
-            zone: self.dns.zone.clone(),
-            settings: Settings {
-                owner: Owner::new("contract", resource),
-                policy: Policy::Sync,
-                adopt: false,
-            },
-        }
+        target(self.backend.clone(), &self.dns.zone, resource)
     }
 
     /// Adds one TXT record with these character-strings (zone-file presentation, quoted) at
@@ -237,6 +230,19 @@ impl Subject {
             self.name
         );
         parse_txt_strings(&lines[0])
+    }
+}
+
+/// Where the contract's records go: `backend`, `zone`, owned by `resource`, policy sync.
+fn target(backend: Arc<dyn DnsBackend>, zone: &str, resource: &str) -> Target {
+    Target {
+        backend,
+        zone: zone.to_owned(),
+        settings: Settings {
+            owner: Owner::new("contract", resource),
+            policy: Policy::Sync,
+            adopt: false,
+        },
     }
 }
 
@@ -653,15 +659,7 @@ async fn bad_credentials_unknown_zones_and_dead_servers_have_their_reasons_and_w
     ];
     for (what, backend, zone, category, dns) in cases {
         let name = format!("bad-{}.{zone}", random_suffix());
-        let t = Target {
-            backend,
-            zone: zone.clone(),
-            settings: Settings {
-                owner: Owner::new("contract", "contract/bad"),
-                policy: Policy::Sync,
-                adopt: false,
-            },
-        };
+        let t = target(backend, &zone, "contract/bad");
         let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
         let err = publish::run(&t, &desired, &[]).await.expect_err(what);
         assert_eq!(err.category(), category, "{what}: {err}");
@@ -682,33 +680,26 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     let name = format!("cf-{}.{}", random_suffix(), fake.zone);
     let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
-    let target = |backend: Cloudflare, zone: &str| Target {
-        backend: Arc::new(backend),
-        zone: zone.to_owned(),
-        settings: Settings {
-            owner: Owner::new("contract", "contract/cf"),
-            policy: Policy::Sync,
-            adopt: false,
-        },
-    };
+    let cf_target =
+        |backend: Cloudflare, zone: &str| target(Arc::new(backend), zone, "contract/cf");
     let good = || Cloudflare::new(&fake.url, fake.token.clone()).expect("cloudflare");
     let desired = &desired;
     let run = |t: Target| async move { publish::run(&t, desired, &[]).await };
 
     let wrong = Cloudflare::new(&fake.url, "not-a-token".into()).expect("cloudflare");
-    let err = run(target(wrong, &fake.zone))
+    let err = run(cf_target(wrong, &fake.zone))
         .await
         .expect_err("wrong token");
     assert_eq!(err.category(), "DNSAuthFailed", "{err}");
     assert!(err.to_string().contains("10000"), "{err}");
 
-    let err = run(target(good(), "other.test"))
+    let err = run(cf_target(good(), "other.test"))
         .await
         .expect_err("a zone the token cannot see");
     assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
 
     fake.throttle(1, 7);
-    let err = run(target(good(), &fake.zone))
+    let err = run(cf_target(good(), &fake.zone))
         .await
         .expect_err("throttled");
     assert_eq!(
@@ -717,7 +708,9 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     );
 
     fake.break_next(1);
-    let err = run(target(good(), &fake.zone)).await.expect_err("broken");
+    let err = run(cf_target(good(), &fake.zone))
+        .await
+        .expect_err("broken");
     assert_eq!(err.category(), "DNSServerError", "{err}");
     assert!(
         fake.records(&name).is_empty(),
@@ -725,7 +718,7 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     );
 
     // And then it works, in one batch: the API calls of a create and of a no-op pass.
-    let t = target(good(), &fake.zone);
+    let t = cf_target(good(), &fake.zone);
     let before = fake.calls();
     let first = publish::run(&t, desired, &[]).await.expect("publish");
     let create_calls = fake.calls() - before;
@@ -855,15 +848,7 @@ async fn route53_works_with_a_web_identity() {
     )
     .expect("route53");
     let name = format!("irsa-{}.{}", random_suffix(), env.dns.zone);
-    let t = Target {
-        backend: Arc::new(backend),
-        zone: env.dns.zone.clone(),
-        settings: Settings {
-            owner: Owner::new("contract", "contract/irsa"),
-            policy: Policy::Sync,
-            adopt: false,
-        },
-    };
+    let t = target(Arc::new(backend), &env.dns.zone, "contract/irsa");
     let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
     publish::run(&t, &desired, &[])
         .await
@@ -957,15 +942,7 @@ async fn requests_per_pass_create_and_no_op() {
     for (name, backend, zone_lookup) in backends {
         let domain = format!("calls-{}.{}", random_suffix(), env.dns.zone);
         let desired = all_kinds(&domain);
-        let t = Target {
-            backend,
-            zone: env.dns.zone.clone(),
-            settings: Settings {
-                owner: Owner::new("contract", "contract/calls"),
-                policy: Policy::Sync,
-                adopt: false,
-            },
-        };
+        let t = target(backend, &env.dns.zone, "contract/calls");
         counter.take();
         let first = publish::run(&t, &desired, &[]).await.expect("create");
         let create = counter.take();
@@ -1031,15 +1008,7 @@ async fn route53_works_with_eks_pod_identity() {
         None,
     )
     .expect("route53");
-    let t = Target {
-        backend: Arc::new(backend),
-        zone: env.dns.zone.clone(),
-        settings: Settings {
-            owner: Owner::new("contract", "contract/pod"),
-            policy: Policy::Sync,
-            adopt: false,
-        },
-    };
+    let t = target(Arc::new(backend), &env.dns.zone, "contract/pod");
     let name = format!("pod-{}.{}", random_suffix(), env.dns.zone);
     let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
     let first = publish::run(&t, &desired, &[]).await.expect("publish");

@@ -80,6 +80,7 @@ impl Type {
         Type::VERIFICATIONS.contains(&self)
     }
 
+    #[cfg(test)]
     fn parse(s: &str) -> Option<Type> {
         Type::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -221,20 +222,6 @@ pub fn set(
 /// Removes condition `type_`.
 pub fn remove(conditions: &mut Vec<Condition>, type_: Type) {
     conditions.retain(|c| c.type_ != type_.as_str());
-}
-
-/// Sorts conditions by type (types we do not know last, by name), so the list does not
-/// depend on the order stages ran in.
-pub fn sort(conditions: &mut [Condition]) {
-    conditions.sort_by(|a, b| {
-        let key = |c: &Condition| {
-            (
-                Type::parse(&c.type_).map_or(Type::ALL.len(), |t| t as usize),
-                c.type_.clone(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
 }
 
 /// Whether two condition lists say the same, ignoring transition times and order.

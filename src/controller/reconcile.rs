@@ -18,7 +18,7 @@ use super::context::{Context, FINALIZER, FORCE_ENFORCE, SKIP_WITHDRAWAL};
 use super::error::Error;
 use super::status::{self, Stage, Stages};
 use super::{dereference, hosting, publish, rollout, verify};
-use crate::api::{Guarded, MailDomain};
+use crate::api::{Guarded, MailDomain, MailDomainStatus};
 use crate::domain::name::DomainName;
 use crate::model::desired::{self, Desired};
 use crate::model::validate;
@@ -160,7 +160,7 @@ async fn reconcile_domain(
     let old = md.status.clone().unwrap_or_default();
     let generation = md.metadata.generation;
     let now = Timestamp::now();
-    let (stages, pass) = run_stages(md, ctx, deleting, now).await;
+    let (stages, pass) = run_stages(md, ctx, &old, deleting, now).await;
     let status = status::compute(&old, &stages, generation, now);
     let written = status::write(md, ctx, &status).await?;
     if let Some((_, e)) = stages.failed {
@@ -187,10 +187,10 @@ struct Pass {
 async fn run_stages(
     md: &MailDomain,
     ctx: &Context,
+    old: &MailDomainStatus,
     deleting: bool,
     now: Timestamp,
 ) -> (Stages, Pass) {
-    let old = md.status.clone().unwrap_or_default();
     let mut stages = Stages::default();
     let mut pass = Pass { requeue: RESYNC };
     macro_rules! stop {
@@ -205,14 +205,14 @@ async fn run_stages(
         Ok(s) => s,
         Err(e) => stop!(Stage::Dereference, e),
     };
-    let desired = match validate_and_build(md, &secrets, deleting, &old) {
+    let desired = match validate_and_build(md, &secrets, deleting, old) {
         Ok(Built::Desired(desired, warnings)) => {
             stages.warnings = warnings;
             desired
         }
         Ok(Built::NeverPublished) => {
-            let decision = rollout::decide(&old, &rollout_inputs(md, ctx, None, now));
-            stages.rollout = Some(rollout::outcome(&old, decision, None));
+            let decision = rollout::decide(old, &rollout_inputs(md, ctx, None, now));
+            stages.rollout = Some(rollout::outcome(old, decision, None));
             return (stages, pass);
         }
         Err(invalid) => stop!(Stage::Validate, invalid),
@@ -226,8 +226,8 @@ async fn run_stages(
 
     // MTA-STS rollout: the policy to serve now and the id to publish.
     let inputs = rollout_inputs(md, ctx, desired.policy.as_ref(), now);
-    let rollout = rollout::run(ctx, &desired.domain, &old, &inputs).await;
-    let mut changed = rollout.handed_over(&old);
+    let rollout = rollout::run(ctx, &desired.domain, old, &inputs).await;
+    let mut changed = rollout.handed_over(old);
     let records = desired.with_sts_id(rollout.publish_id.as_ref());
     let expect = rollout.expected(&desired);
     let serving = rollout.decision.serve.is_some();
@@ -249,7 +249,7 @@ async fn run_stages(
     }
 
     // DNS: read, plan, apply.
-    match publish_dns(md, ctx, &target, &records, &old).await {
+    match publish_dns(md, ctx, &target, &records, old).await {
         Ok(published) => {
             changed |= published.changes > 0;
             stages.published = Some(published);
@@ -259,8 +259,8 @@ async fn run_stages(
 
     // Live checks: after a change, for a new generation, and on an interval.
     if let (Some(settings), false) = (&ctx.config.checks, deleting) {
-        let next = verify::next_in(settings, &old, &md.uid().unwrap_or_default());
-        if verify::due(&old, md.metadata.generation, changed, next, now) {
+        let next = verify::next_in(settings, old, &md.uid().unwrap_or_default());
+        if verify::due(old, md.metadata.generation, changed, next, now) {
             stages.checked = Some(verify::run(settings, &expect, now).await);
         }
         pass.wait(Some(next));
@@ -290,7 +290,7 @@ fn validate_and_build(
     md: &MailDomain,
     secrets: &validate::SecretData,
     deleting: bool,
-    old: &crate::api::MailDomainStatus,
+    old: &MailDomainStatus,
 ) -> Result<Built, validate::Invalid> {
     if !deleting {
         let valid = validate::validate(&md.spec, secrets)?;
@@ -346,7 +346,7 @@ async fn publish_dns(
     ctx: &Context,
     target: &dereference::Target,
     records: &[crate::domain::record::TxtRecord],
-    old: &crate::api::MailDomainStatus,
+    old: &MailDomainStatus,
 ) -> Result<publish::Published, Error> {
     let kind = target.backend.kind();
     let published = publish::run(target, records, &old.records)

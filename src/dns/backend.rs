@@ -3,6 +3,10 @@
 //! provider is one file with a type implementing [`DnsBackend`] plus one line in
 //! [`super::registry`].
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
@@ -56,6 +60,27 @@ pub fn result_of<T>(result: &Result<T, DnsError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(e) => e.category(),
+    }
+}
+
+/// Zone name → the provider's id for it, looked up once per backend.
+#[derive(Default)]
+pub struct ZoneIds(Mutex<BTreeMap<String, String>>);
+
+impl ZoneIds {
+    /// The id of `zone`, from `find` the first time.
+    pub async fn get_or_find<F>(&self, zone: &str, find: F) -> Result<String, DnsError>
+    where
+        F: Future<Output = Result<String, DnsError>>,
+    {
+        if let Some(id) = self.0.lock().ok().and_then(|z| z.get(zone).cloned()) {
+            return Ok(id);
+        }
+        let id = find.await?;
+        if let Ok(mut ids) = self.0.lock() {
+            ids.insert(zone.to_owned(), id.clone());
+        }
+        Ok(id)
     }
 }
 

@@ -12,7 +12,6 @@
 //! different on every read (the update loops of external-dns #5934, #3484).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -23,8 +22,9 @@ use super::DnsError;
 use std::sync::Arc;
 
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, ZoneIds, result_of, secret_text,
 };
+use super::content::value_of;
 use super::http;
 use super::plan::{Current, Operation, RRset};
 use crate::api::CloudflareSpec;
@@ -44,7 +44,7 @@ pub struct Cloudflare {
     base: String,
     token: String,
     /// Zone name → zone id, looked up once.
-    zone_ids: Mutex<HashMap<String, String>>,
+    zone_ids: ZoneIds,
     meter: Arc<dyn ApiMeter>,
 }
 
@@ -139,7 +139,7 @@ impl Cloudflare {
             http: http::client(TIMEOUT)?,
             base: base.trim_end_matches('/').to_owned(),
             token,
-            zone_ids: Mutex::new(HashMap::new()),
+            zone_ids: ZoneIds::default(),
             meter: Arc::new(NoMeter),
         })
     }
@@ -223,19 +223,19 @@ impl Cloudflare {
             )),
             403 => DnsError::Refused(detail),
             404 => DnsError::ZoneNotFound(detail),
-            s if s >= 500 => DnsError::Server(detail),
             _ => DnsError::Server(detail),
         })
     }
 
     async fn zone_id(&self, zone: &str) -> Result<String, DnsError> {
-        if let Some(id) = self.zone_ids.lock().ok().and_then(|z| z.get(zone).cloned()) {
-            return Ok(id);
-        }
+        self.zone_ids.get_or_find(zone, self.find_zone(zone)).await
+    }
+
+    async fn find_zone(&self, zone: &str) -> Result<String, DnsError> {
         let found: Envelope<Vec<ZoneResult>> = self
             .call(Method::GET, &format!("/zones?name={}", query(zone)), None)
             .await?;
-        let id = found
+        found
             .result
             .unwrap_or_default()
             .into_iter()
@@ -245,11 +245,7 @@ impl Cloudflare {
                 DnsError::ZoneNotFound(format!(
                     "cloudflare: the API token sees no zone {zone}: check the zone and the token's zone resources"
                 ))
-            })?;
-        if let Ok(mut ids) = self.zone_ids.lock() {
-            ids.insert(zone.to_owned(), id.clone());
-        }
-        Ok(id)
+            })
     }
 
     /// Every TXT record at `name`, through all pages.
@@ -278,17 +274,6 @@ impl Cloudflare {
     }
 }
 
-/// The logical value of a record's content, whatever form it comes in.
-pub fn content_value(content: &str) -> String {
-    let trimmed = content.trim();
-    if trimmed.starts_with('"')
-        && let Ok(strings) = txt::parse_presentation_lenient(trimmed)
-    {
-        return txt::join(&strings);
-    }
-    content.to_owned()
-}
-
 impl DnsBackend for Cloudflare {
     fn kind(&self) -> &'static str {
         "cloudflare"
@@ -309,7 +294,7 @@ impl DnsBackend for Cloudflare {
                         name.clone(),
                         RRset {
                             ttl: first.ttl,
-                            values: records.iter().map(|r| content_value(&r.content)).collect(),
+                            values: records.iter().map(|r| value_of(&r.content)).collect(),
                         },
                     );
                 }
@@ -349,7 +334,7 @@ impl DnsBackend for Cloudflare {
                         now.get(name.as_str())
                             .into_iter()
                             .flatten()
-                            .filter(|r| content_value(&r.content) == *value)
+                            .filter(|r| value_of(&r.content) == *value)
                             .map(|r| RecordId { id: r.id.clone() }),
                     ),
                     Operation::Add { name, ttl, value } => {
@@ -357,7 +342,7 @@ impl DnsBackend for Cloudflare {
                             .get(name.as_str())
                             .into_iter()
                             .flatten()
-                            .any(|r| content_value(&r.content) == *value);
+                            .any(|r| value_of(&r.content) == *value);
                         if !there {
                             batch.posts.push(NewRecord {
                                 rtype: "TXT",
@@ -394,29 +379,4 @@ impl DnsBackend for Cloudflare {
 
 fn query(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_reads_back_as_the_same_value_in_every_form() {
-        let long = format!("v=DKIM1; k=rsa; p={}", "B".repeat(400));
-        let chunked = txt::to_presentation(&long);
-        assert!(chunked.contains("\" \""), "split: {chunked}");
-        assert_eq!(content_value(&chunked), long);
-        assert_eq!(
-            content_value(&format!("\"{long}\"")),
-            long,
-            "one long quoted string"
-        );
-        assert_eq!(content_value(&long), long, "unquoted, as older records are");
-        assert_eq!(content_value(r#""a \"b\"""#), r#"a "b""#);
-        assert_eq!(
-            content_value("\"not closed"),
-            "\"not closed",
-            "kept as it is"
-        );
-    }
 }

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod cloudflare;
+pub mod content;
 pub mod http;
 pub mod memory;
 pub mod ownership;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use super::backend::{
     ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
 };
+use super::content::contents_for;
 use super::http;
 use super::plan::{Current, Operation, RRset, fqdn, rrsets_after};
 use crate::api::PowerDnsSpec;
@@ -242,7 +243,7 @@ impl DnsBackend for PowerDns {
                         name: fqdn(name),
                         rtype: "TXT".into(),
                         ttl: Some(wanted.ttl),
-                        records: records_for(raw.as_ref(), &wanted.values)?,
+                        records: records_for(raw.as_ref(), &wanted.values),
                         changetype: Some("REPLACE".into()),
                     }
                 });
@@ -265,30 +266,20 @@ impl DnsBackend for PowerDns {
     }
 }
 
-/// The records for `values`: a value already there keeps its exact content (a foreign
-/// value's bytes and string boundaries are not ours to change); a new one is quoted ≤255-byte
-/// strings.
-fn records_for(raw: Option<&ApiRRset>, values: &[String]) -> Result<Vec<ApiRecord>, DnsError> {
-    let mut existing: Vec<(String, String)> = Vec::new();
-    for record in raw
+/// The records for `values` in the RRset `raw` holds now: theirs exactly as read, ours new.
+fn records_for(raw: Option<&ApiRRset>, values: &[String]) -> Vec<ApiRecord> {
+    let now = raw
         .iter()
         .flat_map(|r| r.records.iter())
         .filter(|r| !r.disabled)
-    {
-        if let Ok(strings) = txt::parse_presentation_lenient(&record.content) {
-            existing.push((txt::join(&strings), record.content.clone()));
-        }
-    }
-    Ok(values
-        .iter()
-        .map(|v| ApiRecord {
-            content: existing
-                .iter()
-                .find(|(logical, _)| logical == v)
-                .map_or_else(|| txt::to_presentation(v), |(_, raw)| raw.clone()),
+        .map(|r| r.content.as_str());
+    contents_for(now, values)
+        .into_iter()
+        .map(|content| ApiRecord {
+            content,
             disabled: false,
         })
-        .collect())
+        .collect()
 }
 
 /// A zone or server id in a path: PowerDNS escapes `/` (and anything outside LDH, `.`, `_`)
@@ -342,7 +333,7 @@ mod tests {
         assert_eq!(read.values, ["verify=abca\"b", "v=spf1 -all"]);
         assert_eq!(read.ttl, 900);
         let long = format!("v=DKIM1; k=rsa; p={}", "A".repeat(400));
-        let out = records_for(Some(&rr), &["verify=abca\"b".into(), long.clone()]).unwrap();
+        let out = records_for(Some(&rr), &["verify=abca\"b".into(), long.clone()]);
         assert_eq!(out[0].content, foreign, "byte for byte, strings and all");
         let strings = txt::parse_presentation(&out[1].content).unwrap();
         assert!(strings.len() == 2 && strings.iter().all(|s| s.len() <= 255));

@@ -17,7 +17,6 @@
 //! SigV4 is written here (about 60 lines on `hmac` and `sha2`) rather than taken from the AWS
 //! SDK, which would add minutes of build and a second TLS stack for four API calls.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,12 +29,12 @@ use sha2::{Digest, Sha256};
 
 use super::DnsError;
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, result_of, secret_text,
+    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, ZoneIds, result_of, secret_text,
 };
+use super::content::{contents_for, value_of};
 use super::http;
 use super::plan::{Current, Operation, RRset, fqdn, rrsets_after};
 use crate::api::Route53Spec;
-use crate::domain::txt;
 
 pub const ENDPOINT: &str = "https://route53.amazonaws.com";
 /// Route 53 is global; its requests are signed for this region.
@@ -93,7 +92,7 @@ pub struct Route53 {
     endpoint: String,
     source: Source,
     hosted_zone_id: Option<String>,
-    zone_ids: Mutex<BTreeMap<String, String>>,
+    zone_ids: ZoneIds,
     meter: Arc<dyn ApiMeter>,
 }
 
@@ -187,7 +186,7 @@ impl Route53 {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             source,
             hosted_zone_id,
-            zone_ids: Mutex::new(BTreeMap::new()),
+            zone_ids: ZoneIds::default(),
             meter: Arc::new(NoMeter),
         })
     }
@@ -326,21 +325,22 @@ impl Route53 {
         if let Some(id) = &self.hosted_zone_id {
             return Ok(id.trim_start_matches("/hostedzone/").to_owned());
         }
-        if let Some(id) = self.zone_ids.lock().ok().and_then(|z| z.get(zone).cloned()) {
-            return Ok(id);
-        }
+        self.zone_ids.get_or_find(zone, self.find_zone(zone)).await
+    }
+
+    async fn find_zone(&self, zone: &str) -> Result<String, DnsError> {
         let body = self
             .call(
                 Method::GET,
                 &format!(
                     "/2013-04-01/hostedzonesbyname?dnsname={}&maxitems=1",
-                    query(&fqdn(zone))
+                    aws_encode(&fqdn(zone))
                 ),
                 None,
             )
             .await?;
         let listed: ListHostedZonesByNameResponse = parse(&body)?;
-        let id = listed
+        listed
             .hosted_zones
             .hosted_zone
             .into_iter()
@@ -350,11 +350,7 @@ impl Route53 {
                 DnsError::ZoneNotFound(format!(
                     "route53: no hosted zone {zone} for these credentials"
                 ))
-            })?;
-        if let Ok(mut ids) = self.zone_ids.lock() {
-            ids.insert(zone.to_owned(), id.clone());
-        }
-        Ok(id)
+            })
     }
 
     /// The TXT record set at `name`, raw.
@@ -364,7 +360,7 @@ impl Route53 {
                 Method::GET,
                 &format!(
                     "/2013-04-01/hostedzone/{zone_id}/rrset?name={}&type=TXT&maxitems=1",
-                    query(&fqdn(name))
+                    aws_encode(&fqdn(name))
                 ),
                 None,
             )
@@ -643,10 +639,6 @@ fn aws_encode(s: &str) -> String {
         .collect()
 }
 
-fn query(value: &str) -> String {
-    aws_encode(value)
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, DnsError> {
     quick_xml::de::from_str(body)
         .map_err(|e| DnsError::Server(format!("route53: unreadable answer: {e}")))
@@ -776,14 +768,7 @@ struct StsCredentials {
 /// The logical values and TTL of a raw record set.
 fn logical(raw: Option<&ApiRRset>) -> Option<RRset> {
     let raw = raw?;
-    let values: Vec<String> = raw
-        .values()
-        .iter()
-        .map(|v| match txt::parse_presentation_lenient(v) {
-            Ok(strings) => txt::join(&strings),
-            Err(_) => (*v).to_owned(),
-        })
-        .collect();
+    let values: Vec<String> = raw.values().iter().map(|v| value_of(v)).collect();
     (!values.is_empty()).then(|| RRset {
         ttl: raw.ttl.unwrap_or_default(),
         values,
@@ -842,31 +827,12 @@ impl DnsBackend for Route53 {
                         "route53: {name} changed since it was read; nothing written"
                     )));
                 }
-                let existing: Vec<(String, String)> = raw
-                    .iter()
-                    .flat_map(|r| r.values())
-                    .map(|v| {
-                        let logical = txt::parse_presentation_lenient(v)
-                            .map(|s| txt::join(&s))
-                            .unwrap_or_else(|_| v.to_owned());
-                        (logical, v.to_owned())
-                    })
-                    .collect();
                 if let Some(raw) = &raw {
                     let old: Vec<String> = raw.values().iter().map(|v| (*v).to_owned()).collect();
                     changes.push_str(&change("DELETE", &name, raw.ttl.unwrap_or_default(), &old));
                 }
                 if !wanted.values.is_empty() {
-                    let new: Vec<String> = wanted
-                        .values
-                        .iter()
-                        .map(|v| {
-                            existing
-                                .iter()
-                                .find(|(logical, _)| logical == v)
-                                .map_or_else(|| txt::to_presentation(v), |(_, raw)| raw.clone())
-                        })
-                        .collect();
+                    let new = contents_for(raw.iter().flat_map(|r| r.values()), &wanted.values);
                     changes.push_str(&change("CREATE", &name, wanted.ttl, &new));
                 }
             }
