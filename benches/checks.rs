@@ -89,7 +89,7 @@ async fn bench(env: &support::TestEnv, n: usize, concurrency: &[usize], sequenti
     let smtp = Smtp::start("starttls", &pki.leaf(&mx));
     let ca = std::fs::read(pki.dir.join("ca.pem")).expect("ca");
     let options = Arc::new(Options {
-        resolver: env.dns.server,
+        resolvers: vec![env.dns.server],
         https_port: https,
         smtp_port: smtp.port,
         roots: mailsec_operator::checks::tls::roots(Some(&ca)).expect("roots"),

@@ -45,9 +45,10 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOPATH=${GOPATH:-$CACHE/gopath} GOCACHE=${GOCACHE:-$CACHE/gocache}
 mkdir -p "$BIN" "$CACHE/build"
 
+# debian_packages <package>...: installs those not installed yet.
 debian_packages() {
   local want=() p
-  for p in bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 sqlite3; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || want+=("$p")
   done
   [ ${#want[@]} -eq 0 ] && return 0
@@ -140,11 +141,17 @@ pip_target() {
   rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
-debian_packages
+debian_packages bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 sqlite3
 pip_target "$PYTHON_TOOLS" aiosmtpd "aiosmtpd==$AIOSMTPD_VERSION"
 pip_target "$MOTO_TOOLS" moto "moto[server]==$MOTO_VERSION"
 fetch_cert_manager_crds
 build_etcd
 build_kubernetes
 build_helm
+# More tools, one file each (they may use log, debian_packages, pip_target, $CACHE and $BIN).
+for extra in "$(dirname "${BASH_SOURCE[0]}")"/tools.d/*.sh; do
+  [ -e "$extra" ] || continue
+  # shellcheck source=/dev/null
+  source "$extra"
+done
 echo "$BIN"

@@ -350,6 +350,7 @@ async fn policy_host_problems_are_named() {
         ),
         ("html", "ContentType", "`text/html; charset=utf-8`"),
         ("tls10", "TLSVersionTooOld", "it speaks TLS 1.0 at most"),
+        ("noclose", "NoCloseNotify", "without TLS close_notify"),
     ] {
         let server = Https::start(mode, &good, &policy);
         let (ok, findings) = check(env, &domain, server.port, &pki, Some(&expect));
@@ -543,4 +544,35 @@ async fn spf_limits_are_counted_across_includes() {
     );
     let (_, findings) = check(env, &b, free_addr().port(), &pki, None);
     assert_eq!(spf_of(&findings).0, "BrokenInclude");
+}
+
+/// A resolver that does not answer: one finding that names it, within a small multiple of
+/// `--timeout`, instead of a failed lookup per check. Needs no environment.
+#[test]
+fn a_dead_resolver_is_one_finding_within_the_timeout() {
+    // A bound UDP socket that never answers: queries time out (nothing is refused).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailsec"))
+        .args(["check", "example.com", "--timeout", "2", "-o", "json"])
+        .args(["--resolver", &addr.to_string()])
+        .output()
+        .expect("run mailsec check");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(
+        findings[0]["reason"], "ResolverUnreachable",
+        "{findings:#?}"
+    );
+    let message = findings[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "took {took:?} with --timeout 2"
+    );
+    drop(silent);
 }

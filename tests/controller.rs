@@ -816,7 +816,7 @@ async fn live_check_setup(
     let ca = std::fs::read(pki.dir.join("ca.pem")).expect("ca");
     let settings = mailsec_operator::controller::verify::Settings {
         options: mailsec_operator::checks::run::Options {
-            resolver: env.dns.server,
+            resolvers: vec![env.dns.server],
             https_port: https.port(),
             smtp_port: smtp.port,
             roots: mailsec_operator::checks::tls::roots(Some(&ca)).expect("roots"),

@@ -384,11 +384,10 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
     assert_eq!(flag(&args, "--leader-election").as_deref(), Some("true"));
     assert_eq!(flag(&args, "--owner-id").as_deref(), Some("default"));
     assert_eq!(flag(&args, "--watch-namespace"), None);
-    assert_eq!(
-        flag(&args, "--check-resolver"),
-        None,
-        "live checks are off by default"
-    );
+    // Live checks are on by default, through the pod's own resolvers (no --check-resolver).
+    assert_eq!(flag(&args, "--check-resolver"), None);
+    assert_eq!(flag(&args, "--check-interval").as_deref(), Some("600"));
+    assert_eq!(flag(&args, "--check-timeout").as_deref(), Some("10"));
     // The controller is told the policy server's Service exactly as the chart makes it.
     let svc_port = &service["spec"]["ports"][0];
     assert_eq!(svc_port["name"], "http");
@@ -607,8 +606,20 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
         without_chart_metadata(crd, false);
     }
 
+    // checks.enabled=false: the controller is told to run no check.
+    let docs = render(env, ns, &["controller.checks.enabled=false"]);
+    let args = args_of(one(&docs, "Deployment", "mso-mailsec-operator-controller"));
+    assert_eq!(flag(&args, "--check-interval").as_deref(), Some("0"));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--check-") && a != "--check-interval=0"),
+        "{args:?}"
+    );
+
     // The values schema refuses what would not work.
     for (set, complaint) in [
+        ("controller.checks.timeout=0", "timeout"),
         ("controller.ownerId=Not_An_Id", "ownerId"),
         ("serve.replicas=two", "replicas"),
         ("controler.replicas=2", "controler"),
@@ -1098,6 +1109,96 @@ impl Drop for Process {
     }
 }
 
+/// `mailsec serve` and `mailsec controller` run as the chart's Deployments would run them: the
+/// containers' command lines and environments, as their ServiceAccounts; only the addresses
+/// move to loopback, and the controller's policy server URL (the Service in a cluster) is the
+/// loopback server.
+struct Operator {
+    serve: Process,
+    controller: Process,
+    listen: SocketAddr,
+    http: reqwest::Client,
+    /// The controller's pod name (its Lease identity).
+    pod: String,
+    /// The ServiceAccounts' kubeconfigs, kept while the processes run.
+    _kubeconfigs: [Impersonating; 2],
+}
+
+impl Operator {
+    async fn start(
+        env: &TestEnv,
+        op: &str,
+        mail: &str,
+        full: &str,
+        suffix: &str,
+        controller_deployment: &Value,
+        serve_deployment: &Value,
+    ) -> Operator {
+        // The policy server, as the serve ServiceAccount, with the Deployment's command line; only
+        // the addresses move to loopback.
+        let serve_kc =
+            Impersonating::new(env, &format!("system:serviceaccount:{}:{full}-serve", op));
+        let (mut serve_args, mut serve_env) =
+            pod_command(&serve_deployment, &format!("{full}-serve-0"), op);
+        let (listen, serve_admin) = (free_addr(), free_addr());
+        set_flag(&mut serve_args, "--listen", &listen.to_string());
+        set_flag(&mut serve_args, "--admin-addr", &serve_admin.to_string());
+        serve_env.retain(|(k, _)| k != "MAILSEC_LOG");
+        serve_env.push(("MAILSEC_LOG".into(), "info,mailsec_operator=debug".into()));
+        serve_env.push(("KUBECONFIG".into(), serve_kc.path.display().to_string()));
+        let mut serve = Process::start(
+            &serve_args,
+            &serve_env,
+            scratch().join(format!("serve-{suffix}.log")),
+        );
+        let http = support::http_client();
+        // Ready means its MailDomain watch has synced: it may list and watch them.
+        wait_http_ok(&http, &format!("http://{serve_admin}/readyz"), &mut serve).await;
+
+        // The controller, as the controller ServiceAccount, likewise. The policy server URL points
+        // at the Service in the cluster; here it is the loopback server above.
+        let controller_kc = Impersonating::new(
+            env,
+            &format!("system:serviceaccount:{}:{full}-controller", op),
+        );
+        let pod = format!("{full}-controller-0");
+        let (mut args, mut vars) = pod_command(&controller_deployment, &pod, op);
+        assert_eq!(
+            flag(&args, "--policy-server-url"),
+            Some(format!("http://{full}-serve.{}.svc.cluster.local:80", op))
+        );
+        assert_eq!(flag(&args, "--watch-namespace").as_deref(), Some(mail));
+        assert_eq!(flag(&args, "--leader-election").as_deref(), Some("true"));
+        let admin = free_addr();
+        set_flag(&mut args, "--admin-addr", &admin.to_string());
+        set_flag(
+            &mut args,
+            "--policy-server-url",
+            &format!("http://{listen}"),
+        );
+        vars.retain(|(k, _)| k != "MAILSEC_LOG");
+        vars.push(("MAILSEC_LOG".into(), "info,mailsec_operator=debug".into()));
+        vars.push((
+            "KUBECONFIG".into(),
+            controller_kc.path.display().to_string(),
+        ));
+        let mut controller = Process::start(
+            &args,
+            &vars,
+            scratch().join(format!("controller-{suffix}.log")),
+        );
+        wait_http_ok(&http, &format!("http://{admin}/readyz"), &mut controller).await;
+        Operator {
+            serve,
+            controller,
+            listen,
+            http,
+            pod,
+            _kubeconfigs: [serve_kc, controller_kc],
+        }
+    }
+}
+
 /// The command line and environment of a Deployment's container, as the kubelet would run it:
 /// the downward API filled in for a pod named `pod` in `ns`.
 fn pod_command(deployment: &Value, pod: &str, ns: &str) -> (Vec<String>, Vec<(String, String)>) {
@@ -1229,11 +1330,20 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
     let release = format!("mso-{suffix}");
     let full = format!("{release}-mailsec-operator");
     let watch = format!("controller.watchNamespace={}", mail.name());
+    // Checks off: out of a cluster the controller's own resolvers are this machine's, which
+    // do not serve the test zone (a_default_install_runs_the_live_checks shows them on).
     let (mut installed, _) = Release::install(
         env,
         &release,
         op.name(),
-        &["--set", "crds.install=false", "--set", &watch],
+        &[
+            "--set",
+            "crds.install=false",
+            "--set",
+            &watch,
+            "--set",
+            "controller.checks.enabled=false",
+        ],
     );
     let cluster_provider = format!("helm-{suffix}");
     installed
@@ -1293,68 +1403,23 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
         format!("{full}-serve")
     );
 
-    // The policy server, as the serve ServiceAccount, with the Deployment's command line; only
-    // the addresses move to loopback.
-    let serve_kc = Impersonating::new(
+    let Operator {
+        mut serve,
+        mut controller,
+        listen,
+        http,
+        pod,
+        _kubeconfigs,
+    } = Operator::start(
         env,
-        &format!("system:serviceaccount:{}:{full}-serve", op.name()),
-    );
-    let (mut serve_args, mut serve_env) =
-        pod_command(&serve_deployment, &format!("{full}-serve-0"), op.name());
-    let (listen, serve_admin) = (free_addr(), free_addr());
-    set_flag(&mut serve_args, "--listen", &listen.to_string());
-    set_flag(&mut serve_args, "--admin-addr", &serve_admin.to_string());
-    serve_env.retain(|(k, _)| k != "MAILSEC_LOG");
-    serve_env.push(("MAILSEC_LOG".into(), "info,mailsec_operator=debug".into()));
-    serve_env.push(("KUBECONFIG".into(), serve_kc.path.display().to_string()));
-    let mut serve = Process::start(
-        &serve_args,
-        &serve_env,
-        scratch().join(format!("serve-{suffix}.log")),
-    );
-    let http = support::http_client();
-    // Ready means its MailDomain watch has synced: it may list and watch them.
-    wait_http_ok(&http, &format!("http://{serve_admin}/readyz"), &mut serve).await;
-
-    // The controller, as the controller ServiceAccount, likewise. The policy server URL points
-    // at the Service in the cluster; here it is the loopback server above.
-    let controller_kc = Impersonating::new(
-        env,
-        &format!("system:serviceaccount:{}:{full}-controller", op.name()),
-    );
-    let pod = format!("{full}-controller-0");
-    let (mut args, mut vars) = pod_command(&controller_deployment, &pod, op.name());
-    assert_eq!(
-        flag(&args, "--policy-server-url"),
-        Some(format!(
-            "http://{full}-serve.{}.svc.cluster.local:80",
-            op.name()
-        ))
-    );
-    assert_eq!(
-        flag(&args, "--watch-namespace").as_deref(),
-        Some(mail.name())
-    );
-    assert_eq!(flag(&args, "--leader-election").as_deref(), Some("true"));
-    let admin = free_addr();
-    set_flag(&mut args, "--admin-addr", &admin.to_string());
-    set_flag(
-        &mut args,
-        "--policy-server-url",
-        &format!("http://{listen}"),
-    );
-    vars.retain(|(k, _)| k != "MAILSEC_LOG");
-    vars.push(("MAILSEC_LOG".into(), "info,mailsec_operator=debug".into()));
-    vars.push((
-        "KUBECONFIG".into(),
-        controller_kc.path.display().to_string(),
-    ));
-    let mut controller = Process::start(
-        &args,
-        &vars,
-        scratch().join(format!("controller-{suffix}.log")),
-    );
-    wait_http_ok(&http, &format!("http://{admin}/readyz"), &mut controller).await;
+        op.name(),
+        mail.name(),
+        &full,
+        &suffix,
+        &controller_deployment,
+        &serve_deployment,
+    )
+    .await;
 
     // The examples: a DNSProvider with its TSIG Secret and a DKIM Secret; a ClusterDNSProvider
     // whose Secret is in the operator's namespace; a policy host with an Ingress and a
@@ -1538,6 +1603,108 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
     }
     drop(controller);
     drop(serve);
+    installed.uninstall();
+    drop(installed);
+    mail.delete(&client).await;
+    op.delete(&client).await;
+}
+
+/// A default install runs the live checks with no check setting at all: the controller asks the
+/// resolvers of its own /etc/resolv.conf (in a pod, the cluster DNS) and the *Verified
+/// conditions appear. Out of a cluster that file is this machine's, which does not serve the
+/// test zone: the conditions say what those resolvers answered (False or Unknown), and Ready
+/// stays False only for a failed check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_default_install_runs_the_live_checks() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let op = env.namespace(&client, "helm-dop").await;
+    let mail = env.namespace(&client, "helm-dmail").await;
+    let suffix = random_suffix();
+    let release = format!("mso-{suffix}");
+    let full = format!("{release}-mailsec-operator");
+    let watch = format!("controller.watchNamespace={}", mail.name());
+    let (mut installed, _) = Release::install(
+        env,
+        &release,
+        op.name(),
+        &["--set", "crds.install=false", "--set", &watch],
+    );
+    let cluster_provider = format!("helm-{suffix}");
+    let deployment = |name: String| -> Value {
+        serde_json::from_str(&env.kubectl_ok([
+            "get",
+            "deployment",
+            &name,
+            "-n",
+            op.name(),
+            "-o",
+            "json",
+        ]))
+        .expect("json")
+    };
+    let controller_deployment = deployment(format!("{full}-controller"));
+    let serve_deployment = deployment(format!("{full}-serve"));
+    assert!(
+        !args_of(&controller_deployment)
+            .iter()
+            .any(|a| a.starts_with("--check-resolver")),
+        "no check setting in a default install"
+    );
+    let operator = Operator::start(
+        env,
+        op.name(),
+        mail.name(),
+        &full,
+        &suffix,
+        &controller_deployment,
+        &serve_deployment,
+    )
+    .await;
+    let domain = format!("d{suffix}.{}", env.dns.zone);
+    apply(
+        env,
+        &example(
+            env,
+            "rfc2136.yaml",
+            "example.com",
+            &domain,
+            mail.name(),
+            op.name(),
+            &cluster_provider,
+        ),
+    );
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), mail.name());
+    // SMTPTLSVerified is there only when MX hosts are found: not with these resolvers.
+    let verified = [
+        "MTASTSVerified",
+        "TLSRPTVerified",
+        "MXCovered",
+        "SPFVerified",
+        "DMARCVerified",
+        "DKIMVerified",
+    ];
+    let md = wait_for(&api, "example-com", "the *Verified conditions", |m| {
+        verified.iter().all(|t| condition(m, t).is_some())
+    })
+    .await;
+    let resolvers = mailsec_operator::checks::dns::system_resolvers().expect("resolv.conf");
+    for t in verified {
+        let (status, reason, message) = condition(&md, t).expect("present");
+        assert!(
+            ["True", "False", "Unknown"].contains(&status) && !reason.is_empty(),
+            "{t}: {status} {reason}: {message}"
+        );
+    }
+    let log = operator.controller.log();
+    assert!(
+        log.contains("live checks on")
+            && log.contains(&mailsec_operator::checks::dns::describe(&resolvers)),
+        "the controller names the resolvers of /etc/resolv.conf: {}",
+        operator.controller.log.display()
+    );
+    support::delete_skipping_withdrawal(&api, "example-com", false).await;
+    drop(operator);
     installed.uninstall();
     drop(installed);
     mail.delete(&client).await;

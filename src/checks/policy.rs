@@ -44,6 +44,12 @@ pub enum FetchError {
     Tls { host: String, message: String },
     #[error("HTTP exchange with {0}")]
     Http(String),
+    #[error(
+        "{0} ended the policy by closing the connection without TLS close_notify and sent no \
+         Content-Length: the end of the policy cannot be told from a cut connection, and senders \
+         with strict TLS stacks refuse it (send Content-Length, or close TLS properly)"
+    )]
+    NoCloseNotify(String),
     #[error("{0} did not answer within the timeout")]
     Timeout(String),
 }
@@ -74,7 +80,8 @@ pub async fn fetch(
                 e @ (FetchError::Certificate { .. }
                 | FetchError::TlsVersion { .. }
                 | FetchError::Tls { .. }
-                | FetchError::Http(_)),
+                | FetchError::Http(_)
+                | FetchError::NoCloseNotify(_)),
             )) => {
                 return Err(e);
             }
@@ -152,7 +159,13 @@ async fn fetch_from(
     );
     let body = read_bounded(response.into_body(), MAX_POLICY_BYTES + 1)
         .await
-        .map_err(|e| FetchError::Http(format!("{host}: {e}")))?;
+        .map_err(|e| {
+            if closed_without_close_notify(&e) {
+                FetchError::NoCloseNotify(host.to_owned())
+            } else {
+                FetchError::Http(format!("{host}: {e}"))
+            }
+        })?;
     Ok(Fetched {
         status,
         location,
@@ -165,6 +178,20 @@ async fn fetch_from(
 async fn old_tls(host: &str, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     super::legacy_tls::old_version(&mut tcp, host, timeout).await
+}
+
+/// Whether the body ended because the peer closed TCP without TLS close_notify: rustls
+/// reports that as an unexpected end of file, which hyper passes on while reading a body
+/// delimited by the connection's end.
+fn closed_without_close_notify(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::UnexpectedEof;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Reads at most `limit` bytes of a body, so a huge answer cannot exhaust memory.

@@ -40,6 +40,11 @@ pub struct Finding {
     pub message: String,
 }
 
+/// The check that stands for the resolver itself.
+pub const RESOLVER: &str = "DNS";
+/// Its reason when no resolver answered.
+pub const RESOLVER_UNREACHABLE: &str = "ResolverUnreachable";
+
 /// The MX hosts of the domain, by preference, or why they could not be looked up.
 type MxAnswer = Result<Vec<(u16, String)>, super::dns::LookupError>;
 
@@ -49,7 +54,8 @@ type Parser = fn(&str) -> Result<(), String>;
 /// How to look.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub resolver: SocketAddr,
+    /// The resolvers to ask (the system's by default, see [`super::dns::system_resolvers`]).
+    pub resolvers: Vec<SocketAddr>,
     pub https_port: u16,
     /// Port of the MX hosts' SMTP service (25; tests use another).
     pub smtp_port: u16,
@@ -78,10 +84,29 @@ fn finding(
 /// exist and be valid.
 pub async fn check(name: &DomainName, expect: Option<&Desired>, options: &Options) -> Vec<Finding> {
     let domain = name.as_str();
-    let dns = match Dns::new(options.resolver) {
+    let dns = match Dns::new(&options.resolvers, options.timeout) {
         Ok(d) => d,
-        Err(e) => return vec![finding("DNS", domain, Outcome::Fail, "ResolverError", e)],
+        Err(e) => return vec![finding(RESOLVER, domain, Outcome::Fail, "ResolverError", e)],
     };
+    // The first lookup tells whether the resolver answers at all; if it does not, every later
+    // lookup would fail the same way, so that is the one finding.
+    let mx = dns.mx(domain).await;
+    if let Err(e) = mx.as_ref()
+        && e.unreachable
+    {
+        let message = format!(
+            "the resolver {} did not answer ({}): nothing could be checked",
+            super::dns::describe(&options.resolvers),
+            e.message
+        );
+        return vec![finding(
+            RESOLVER,
+            domain,
+            Outcome::Fail,
+            RESOLVER_UNREACHABLE,
+            message,
+        )];
+    }
     let mut findings = Vec::new();
     let expected =
         |kind: RecordKind| expect.and_then(|d| d.records.iter().find(|r| r.kind == kind));
@@ -110,8 +135,6 @@ pub async fn check(name: &DomainName, expect: Option<&Desired>, options: &Option
                 .and_then(|d| d.policy.as_ref())
                 .map(|p| p.policy.clone())
         });
-        // One MX lookup serves both the coverage and the STARTTLS checks.
-        let mx = dns.mx(domain).await;
         if let Some(policy) = patterns.filter(|p| p.mode != Mode::None) {
             findings.push(mx_coverage(domain, &mx, &policy));
         }
@@ -256,7 +279,9 @@ async fn policy_check(
         Err(e @ FetchError::TlsVersion { .. }) => return fail("TLSVersionTooOld", e.to_string()),
         Err(e @ FetchError::Tls { .. }) => return fail("TLSHandshakeFailed", e.to_string()),
         Err(e @ FetchError::Timeout(_)) => return fail("Timeout", e.to_string()),
-        Err(e) => return fail("Unreachable", e.to_string()),
+        Err(e @ FetchError::NoCloseNotify(_)) => return fail("NoCloseNotify", e.to_string()),
+        Err(e @ FetchError::Http(_)) => return fail("HTTPError", e.to_string()),
+        Err(e @ FetchError::Connect(_)) => return fail("Unreachable", e.to_string()),
     };
     if (300..400).contains(&fetched.status) {
         let to = fetched.location.unwrap_or_default();

@@ -19,9 +19,10 @@ pub struct CheckArgs {
     /// must then equal it.
     #[arg(long)]
     expect_file: Option<String>,
-    /// The DNS resolver to ask, `ip:port`.
-    #[arg(long, default_value = "1.1.1.1:53")]
-    resolver: SocketAddr,
+    /// The DNS resolver to ask, `ip:port` (repeat for more); the system's resolvers from
+    /// /etc/resolv.conf when absent.
+    #[arg(long)]
+    resolver: Vec<SocketAddr>,
     /// PEM file with CA certificates to trust besides the Web PKI roots.
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
@@ -31,7 +32,8 @@ pub struct CheckArgs {
     /// Port of the MX hosts' SMTP service (tests use another).
     #[arg(long, default_value_t = 25)]
     smtp_port: u16,
-    /// Seconds each network step may take.
+    /// Seconds each network step (each DNS lookup, connection, TLS handshake, HTTP exchange)
+    /// may take.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// Output format.
@@ -57,12 +59,17 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(found.ok_or_else(|| format!("{file} has no MailDomain for {domain}"))?)
         }
     };
+    let resolvers = if args.resolver.is_empty() {
+        crate::checks::dns::system_resolvers()?
+    } else {
+        args.resolver
+    };
     let options = Options {
-        resolver: args.resolver,
+        resolvers,
         https_port: args.https_port,
         smtp_port: args.smtp_port,
         roots: roots_from_file(args.ca_file.as_deref()).map_err(|e| format!("--ca-file {e}"))?,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: Duration::from_secs(args.timeout.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

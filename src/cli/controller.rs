@@ -70,13 +70,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "MAILSEC_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
     /// How often each MailDomain's live checks (the *Verified conditions) run, in seconds,
-    /// with a tenth of jitter; they also run right after a change.
+    /// with a tenth of jitter; they also run right after a change. 0 turns the checks off.
     #[arg(long, env = "MAILSEC_CHECK_INTERVAL", default_value_t = 600)]
     check_interval: u64,
-    /// The DNS resolver the live checks ask, `ip:port` (e.g. the cluster DNS Service). The
-    /// checks, and the *Verified conditions, are off until it is set.
-    #[arg(long, env = "MAILSEC_CHECK_RESOLVER")]
-    check_resolver: Option<SocketAddr>,
+    /// The DNS resolver the live checks ask, `ip:port` (repeat for more). Default: the
+    /// resolvers of /etc/resolv.conf (in a pod, the cluster DNS).
+    #[arg(long, env = "MAILSEC_CHECK_RESOLVER", value_delimiter = ',')]
+    check_resolver: Vec<SocketAddr>,
+    /// Seconds each step of a check (each DNS lookup, connection, handshake) may take.
+    #[arg(long, env = "MAILSEC_CHECK_TIMEOUT", default_value_t = 10)]
+    check_timeout: u64,
     /// How many checks may run at once.
     #[arg(long, env = "MAILSEC_CHECK_CONCURRENCY", default_value_t = 8)]
     check_concurrency: usize,
@@ -146,15 +149,27 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
         .identity
         .clone()
         .unwrap_or_else(|| format!("mailsec-{}", std::process::id()));
-    let checks = if let Some(resolver) = args.check_resolver.filter(|_| args.check_interval > 0) {
+    let checks = if args.check_interval > 0 {
+        let resolvers = if args.check_resolver.is_empty() {
+            crate::checks::dns::system_resolvers().map_err(|e| {
+                format!("{e}; name the resolver with --check-resolver, or turn the checks off with --check-interval 0")
+            })?
+        } else {
+            args.check_resolver
+        };
+        tracing::info!(
+            resolvers = %crate::checks::dns::describe(&resolvers),
+            interval_s = args.check_interval,
+            "live checks on"
+        );
         Some(verify::Settings {
             options: crate::checks::run::Options {
-                resolver,
+                resolvers,
                 https_port: args.check_https_port,
                 smtp_port: args.check_smtp_port,
                 roots: crate::checks::tls::roots_from_file(args.check_ca_file.as_deref())
                     .map_err(|e| format!("--check-ca-file {e}"))?,
-                timeout: std::time::Duration::from_secs(10),
+                timeout: std::time::Duration::from_secs(args.check_timeout.max(1)),
             },
             interval: std::time::Duration::from_secs(args.check_interval),
             limit: std::sync::Arc::new(tokio::sync::Semaphore::new(args.check_concurrency.max(1))),

@@ -8,8 +8,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::conditions::{self, Report, Status, Type, reason};
 use crate::api::MailDomainStatus;
-use crate::checks::run::{Finding, Options, Outcome};
+use crate::checks::run::{Finding, Options, Outcome, RESOLVER};
+use crate::domain::mtasts::Mode;
 use crate::domain::name::DomainName;
+use crate::domain::record::RecordKind;
 use crate::model::desired::Desired;
 
 /// How the controller runs the checks.
@@ -25,15 +27,19 @@ pub struct Settings {
 /// How soon a failing check runs again.
 pub const RETRY: Duration = Duration::from_secs(60);
 
-/// Each condition and the checks it summarises.
-pub const GROUPS: [(Type, &[&str]); 7] = [
-    (Type::MtaStsVerified, &["MTA-STS", "MTA-STS policy"]),
-    (Type::TlsRptVerified, &["TLS-RPT"]),
-    (Type::MxCovered, &["MX coverage"]),
-    (Type::SmtpTlsVerified, &["SMTP TLS"]),
-    (Type::SpfVerified, &["SPF", "SPF lookups"]),
-    (Type::DmarcVerified, &["DMARC"]),
-    (Type::DkimVerified, &["DKIM"]),
+/// Each condition, the record kind that enables it, and the checks it summarises.
+pub const GROUPS: [(Type, RecordKind, &[&str]); 7] = [
+    (
+        Type::MtaStsVerified,
+        RecordKind::MtaSts,
+        &["MTA-STS", "MTA-STS policy"],
+    ),
+    (Type::TlsRptVerified, RecordKind::TlsRpt, &["TLS-RPT"]),
+    (Type::MxCovered, RecordKind::MtaSts, &["MX coverage"]),
+    (Type::SmtpTlsVerified, RecordKind::MtaSts, &["SMTP TLS"]),
+    (Type::SpfVerified, RecordKind::Spf, &["SPF", "SPF lookups"]),
+    (Type::DmarcVerified, RecordKind::Dmarc, &["DMARC"]),
+    (Type::DkimVerified, RecordKind::Dkim, &["DKIM"]),
 ];
 
 /// The stage's output: what the checks found, and when.
@@ -49,7 +55,7 @@ pub struct Checked {
 pub fn next_in(settings: &Settings, previous: &MailDomainStatus, uid: &str) -> Duration {
     let failing = GROUPS
         .iter()
-        .any(|(t, _)| conditions::status_of(&previous.conditions, *t) == Some(Status::False));
+        .any(|(t, _, _)| conditions::status_of(&previous.conditions, *t) == Some(Status::False));
     let interval = if failing {
         settings.interval.min(RETRY)
     } else {
@@ -79,10 +85,30 @@ pub fn due(
 pub async fn run(settings: &Settings, expect: &Desired, now: Timestamp) -> Checked {
     let _permit = settings.limit.acquire().await;
     let domain: &DomainName = &expect.domain;
+    let findings = crate::checks::run::check(domain, Some(expect), &settings.options).await;
     Checked {
-        findings: crate::checks::run::check(domain, Some(expect), &settings.options).await,
+        findings: per_group(findings, expect),
         at: now,
     }
+}
+
+/// A pass that found only that the resolver does not answer says so in every condition the
+/// spec enables (Unknown: nothing is known about the records), instead of hiding them.
+fn per_group(findings: Vec<Finding>, expect: &Desired) -> Vec<Finding> {
+    let Some(resolver) = findings.iter().find(|f| f.check == RESOLVER) else {
+        return findings;
+    };
+    let sts_mode = expect.policy.as_ref().map(|p| p.policy.mode);
+    GROUPS
+        .iter()
+        .filter(|(_, kind, _)| expect.records.iter().any(|r| r.kind == *kind))
+        .filter(|(t, _, _)| *t != Type::MxCovered || sts_mode.is_some_and(|m| m != Mode::None))
+        .map(|(_, _, checks)| Finding {
+            check: checks[0],
+            outcome: Outcome::Warn,
+            ..resolver.clone()
+        })
+        .collect()
 }
 
 /// One report per group: `None` (remove the condition) when the spec does not enable it, so
@@ -91,7 +117,7 @@ pub async fn run(settings: &Settings, expect: &Desired, now: Timestamp) -> Check
 pub fn reports(findings: &[Finding]) -> Vec<(Type, Option<Report>)> {
     GROUPS
         .iter()
-        .map(|(type_, checks)| {
+        .map(|(type_, _, checks)| {
             let mine: Vec<&Finding> = findings
                 .iter()
                 .filter(|f| checks.contains(&f.check))
@@ -193,6 +219,45 @@ mod tests {
             None,
             "not enabled, not checked, no condition"
         );
+    }
+
+    #[test]
+    fn an_unreachable_resolver_makes_every_enabled_condition_unknown() {
+        let domain = DomainName::parse("example.com").expect("name");
+        let record = |kind: RecordKind| crate::domain::record::TxtRecord {
+            name: kind.owner(&domain, ""),
+            kind,
+            ttl: 300,
+            value: String::new(),
+        };
+        let expect = Desired {
+            records: vec![record(RecordKind::Spf), record(RecordKind::Dmarc)],
+            ..Desired::nothing(domain.clone(), 300)
+        };
+        let dead = Finding {
+            check: RESOLVER,
+            subject: "example.com".into(),
+            outcome: Outcome::Fail,
+            reason: crate::checks::run::RESOLVER_UNREACHABLE,
+            message: "the resolver 127.0.0.1:9 did not answer".into(),
+        };
+        let mut c = Vec::new();
+        apply(&mut c, &per_group(vec![dead], &expect), Some(1));
+        let got: Vec<(&str, &str, &str)> = c
+            .iter()
+            .map(|x| (x.type_.as_str(), x.status.as_str(), x.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("SPFVerified", "Unknown", "ResolverUnreachable"),
+                ("DMARCVerified", "Unknown", "ResolverUnreachable"),
+            ]
+        );
+        assert!(c[0].message.contains("127.0.0.1:9"), "{:?}", c[0].message);
+        // Findings of a pass that reached the resolver are kept as they are.
+        let ok = vec![f("SPF", Outcome::Pass, "Valid")];
+        assert_eq!(per_group(ok.clone(), &expect), ok);
     }
 
     #[test]

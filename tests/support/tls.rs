@@ -146,7 +146,8 @@ impl Smtp {
 pub struct Https;
 
 impl Https {
-    /// `mode`: `redirect` (301 elsewhere), `html` (wrong Content-Type), `tls10` (TLS 1.0
+    /// `mode`: `redirect` (301 elsewhere), `html` (wrong Content-Type), `noclose` (no
+    /// Content-Length, no TLS close_notify), `tls10` (TLS 1.0
     /// only) or `ok`.
     pub fn start(mode: &str, tls: &Source, policy: &str) -> Fixture {
         let (cert, key) = files(tls);
