@@ -1139,7 +1139,7 @@ impl Operator {
         let serve_kc =
             Impersonating::new(env, &format!("system:serviceaccount:{}:{full}-serve", op));
         let (mut serve_args, mut serve_env) =
-            pod_command(&serve_deployment, &format!("{full}-serve-0"), op);
+            pod_command(serve_deployment, &format!("{full}-serve-0"), op);
         let (listen, serve_admin) = (free_addr(), free_addr());
         set_flag(&mut serve_args, "--listen", &listen.to_string());
         set_flag(&mut serve_args, "--admin-addr", &serve_admin.to_string());
@@ -1162,7 +1162,7 @@ impl Operator {
             &format!("system:serviceaccount:{}:{full}-controller", op),
         );
         let pod = format!("{full}-controller-0");
-        let (mut args, mut vars) = pod_command(&controller_deployment, &pod, op);
+        let (mut args, mut vars) = pod_command(controller_deployment, &pod, op);
         assert_eq!(
             flag(&args, "--policy-server-url"),
             Some(format!("http://{full}-serve.{}.svc.cluster.local:80", op))
