@@ -388,6 +388,7 @@ fn rollout_inputs<'a>(
         checks_on: ctx.config.checks.is_some(),
         force_enforce: annotated(FORCE_ENFORCE),
         skip_withdrawal: annotated(SKIP_WITHDRAWAL),
+        generation: md.metadata.generation,
         now,
     }
 }

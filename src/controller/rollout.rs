@@ -33,6 +33,8 @@ pub struct Inputs<'a> {
     pub force_enforce: bool,
     /// `mailsec.io/skip-withdrawal: "true"`.
     pub skip_withdrawal: bool,
+    /// The MailDomain's generation: a promotion to `enforce` waits for checks of this one.
+    pub generation: Option<i64>,
     pub now: Timestamp,
 }
 
@@ -112,7 +114,7 @@ impl Rollout {
 /// The pure part: which policy to serve, given the spec and what the previous pass left.
 pub fn decide(old: &MailDomainStatus, inputs: &Inputs) -> Decision {
     if let Some(wanted) = inputs.wanted {
-        let (serve, enforce) = hold_enforce(&old.conditions, wanted, inputs);
+        let (serve, enforce) = hold_enforce(old, wanted, inputs);
         return Decision {
             serve: Some(serve),
             withdraw_until: None,
@@ -161,11 +163,16 @@ pub fn decide(old: &MailDomainStatus, inputs: &Inputs) -> Decision {
 
 /// Safe enforce: `enforce` is served only once the last live checks showed every MX covered
 /// and offering valid STARTTLS; until then the policy stays `testing`, so no mail is refused.
+/// A policy not served yet (a promotion, or new MX patterns) needs checks of the current
+/// generation: the last ones may predate a change of the zone's MX hosts made together with
+/// the spec change. The policy already served keeps going on the periodic checks.
 fn hold_enforce(
-    previous: &[Condition],
+    old: &MailDomainStatus,
     wanted: &PolicyFile,
     inputs: &Inputs,
 ) -> (PolicyFile, Option<Enforce>) {
+    let previous: &[Condition] = &old.conditions;
+    let promotion = old.served_policy.as_deref() != Some(wanted.text.as_str());
     if wanted.policy.mode != Mode::Enforce || !inputs.checks_on {
         return (wanted.clone(), None);
     }
@@ -175,6 +182,11 @@ fn hold_enforce(
     let blockers: Vec<String> = [Type::MxCovered, Type::SmtpTlsVerified]
         .iter()
         .filter_map(|t| match conditions::find(previous, *t) {
+            Some(c) if promotion && c.observed_generation != inputs.generation => Some(format!(
+                "{} has not been checked for generation {} yet",
+                t.as_str(),
+                inputs.generation.unwrap_or_default()
+            )),
             Some(c) if Status::parse(&c.status) == Status::True => None,
             Some(c) => Some(format!(
                 "{} is {} ({}): {}",
@@ -304,6 +316,7 @@ mod tests {
             checks_on: true,
             force_enforce: false,
             skip_withdrawal: false,
+            generation: Some(2),
             now,
         }
     }
@@ -314,7 +327,7 @@ mod tests {
             status: status.as_str().into(),
             reason: "R".into(),
             message: "m".into(),
-            observed_generation: None,
+            observed_generation: Some(2),
             last_transition_time: Time(at(0)),
         }
     }
@@ -401,6 +414,25 @@ mod tests {
         let d = decide(&old, &inputs(Some(&wanted), at(0)));
         assert_eq!(d.serve.as_ref(), Some(&wanted));
         assert_eq!(d.enforce, Some(Enforce::Enforced));
+
+        // Checks of an older generation do not promote: the MX hosts may have changed with
+        // the spec. Once this policy is served, they keep it (no flapping on unrelated edits).
+        let newer = Inputs {
+            generation: Some(3),
+            ..inputs(Some(&wanted), at(0))
+        };
+        let d = decide(&old, &newer);
+        assert_eq!(d.serve.as_ref().map(|p| p.policy.mode), Some(Mode::Testing));
+        assert!(
+            matches!(&d.enforce, Some(Enforce::Held(why)) if why.contains("MXCovered has not been checked for generation 3 yet")),
+            "{:?}",
+            d.enforce
+        );
+        let serving = MailDomainStatus {
+            served_policy: Some(wanted.text.clone()),
+            ..old.clone()
+        };
+        assert_eq!(decide(&serving, &newer).enforce, Some(Enforce::Enforced));
 
         // Forced, or checks off: enforce at once (without checks, nothing reports on it).
         old.conditions.clear();

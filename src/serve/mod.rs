@@ -54,7 +54,12 @@ pub async fn run(
         reflector::reflector(writer, watch)
             .default_backoff()
             .applied_objects()
-            .for_each(|_| async {}),
+            .for_each(|event| async move {
+                // Until the watch works the server is not ready; say why (RBAC, credentials).
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "watching MailDomains failed; retrying");
+                }
+            }),
     );
     let synced = store.clone();
     tokio::spawn(async move {
