@@ -13,7 +13,8 @@
 #   and its own copy of example.test, created through that API;
 # - moto's Route 53 API behind scripts/route53-strict.py (as strict as Route 53 about change
 #   batches), with a hosted zone example.test;
-# - the CRDs in crds/ (if any) and cert-manager's Certificate, Issuer and ClusterIssuer CRDs
+# - the CRDs in crds/ (if any), the Gateway API's (GatewayClass, Gateway, HTTPRoute,
+#   ReferenceGrant) and cert-manager's Certificate, Issuer and ClusterIssuer CRDs
 #   (fetched by scripts/tools.sh into its cache; no cert-manager controller runs) applied
 #   server-side and waited for until Established.
 #
@@ -39,10 +40,13 @@ for b in etcd kube-apiserver kubectl; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run \`make tools\` (scripts/tools.sh) first"
 done
 CERT_MANAGER_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" cert-manager-crds)
+GATEWAY_API_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" gateway-api-crds)
 MOTO_PATH=$("$MAILSEC_ROOT/scripts/tools.sh" motopath)
 [ -d "$MOTO_PATH/moto" ] || die "moto is missing in $MOTO_PATH: run \`make tools\` (scripts/tools.sh) first"
 [ -s "$CERT_MANAGER_CRDS/cert-manager.io_certificates.yaml" ] ||
   die "cert-manager CRDs are missing in $CERT_MANAGER_CRDS: run \`make tools\` (scripts/tools.sh) first"
+[ -s "$GATEWAY_API_CRDS/gateway.networking.k8s.io_httproutes.yaml" ] ||
+  die "Gateway API CRDs are missing in $GATEWAY_API_CRDS: run \`make tools\` (scripts/tools.sh) first"
 NAMED=$(command -v named || echo /usr/sbin/named)
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 PDNS=$(command -v pdns_server || echo /usr/sbin/pdns_server)
@@ -97,7 +101,7 @@ kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=3
 
 crd_files() {
   local dir
-  for dir in "$MAILSEC_ROOT/crds" "$CERT_MANAGER_CRDS"; do
+  for dir in "$MAILSEC_ROOT/crds" "$CERT_MANAGER_CRDS" "$GATEWAY_API_CRDS"; do
     find "$dir" -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort
   done
 }
@@ -111,7 +115,7 @@ apply_crds() {
   # shellcheck disable=SC2086
   sum=$(cat $files | sha256sum | cut -d' ' -f1)
   [ "$(cat "$STATE/crds.sha256" 2>/dev/null)" = "$sum" ] && return 0
-  log "applying CRDs from crds/ and $CERT_MANAGER_CRDS"
+  log "applying CRDs from crds/, $CERT_MANAGER_CRDS and $GATEWAY_API_CRDS"
   # shellcheck disable=SC2046
   names=$(kubectl_ apply --server-side --force-conflicts --field-manager=mailsec-env-up \
     $(printf -- '-f %s ' $files) -o name) || return 1

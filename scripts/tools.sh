@@ -9,6 +9,7 @@
 #   scripts/tools.sh                    build everything that is missing, print the bin directory
 #   scripts/tools.sh bindir             print the bin directory only
 #   scripts/tools.sh cert-manager-crds  print the directory of the cert-manager CRD files only
+#   scripts/tools.sh gateway-api-crds   print the directory of the Gateway API CRD files only
 #   scripts/tools.sh pythonpath         print the PYTHONPATH holding aiosmtpd only
 #   scripts/tools.sh motopath           print the PYTHONPATH holding moto only
 set -euo pipefail
@@ -17,6 +18,8 @@ KUBE_VERSION=${KUBE_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 HELM_VERSION=${HELM_VERSION:-3.22.0}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-1.21.2}
+# 1.7 needs Go 1.27; 1.6 serves gateway.networking.k8s.io/v1 HTTPRoute the same way.
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-1.6.3}
 AIOSMTPD_VERSION=${AIOSMTPD_VERSION:-1.4.6}
 MOTO_VERSION=${MOTO_VERSION:-5.2.5}
 
@@ -28,6 +31,12 @@ BIN="$CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 CERT_MANAGER_CRDS="$CACHE/crds/cert-manager-$CERT_MANAGER_VERSION"
 CERT_MANAGER_CRD_FILES=(cert-manager.io_certificates.yaml cert-manager.io_issuers.yaml cert-manager.io_clusterissuers.yaml)
 
+# The standard-channel Gateway API CRDs the HTTPRoute policy host needs (no Gateway controller
+# runs here either: tests play its part by writing route status).
+GATEWAY_API_CRDS="$CACHE/crds/gateway-api-$GATEWAY_API_VERSION"
+GATEWAY_API_CRD_FILES=(gateway.networking.k8s.io_gatewayclasses.yaml gateway.networking.k8s.io_gateways.yaml
+  gateway.networking.k8s.io_httproutes.yaml gateway.networking.k8s.io_referencegrants.yaml)
+
 if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
 # A real SMTP server with STARTTLS (aiosmtpd, from PyPI) for the SMTP checks' tests.
 PYTHON_TOOLS="$CACHE/python/aiosmtpd-$AIOSMTPD_VERSION"
@@ -36,6 +45,7 @@ PYTHON_TOOLS="$CACHE/python/aiosmtpd-$AIOSMTPD_VERSION"
 MOTO_TOOLS="$CACHE/python/moto-$MOTO_VERSION"
 
 if [ "${1:-}" = cert-manager-crds ]; then echo "$CERT_MANAGER_CRDS"; exit 0; fi
+if [ "${1:-}" = gateway-api-crds ]; then echo "$GATEWAY_API_CRDS"; exit 0; fi
 if [ "${1:-}" = motopath ]; then echo "$MOTO_TOOLS"; exit 0; fi
 if [ "${1:-}" = pythonpath ]; then echo "$PYTHON_TOOLS"; exit 0; fi
 
@@ -107,23 +117,35 @@ build_helm() {
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 }
 
-# The module zip holds deploy/crds/ (controller-gen output; the same spec as the Helm chart's
-# CRD templates, without Helm's labels). Copied into the cache; nothing lands in the repository.
-fetch_cert_manager_crds() {
-  local f missing=0
-  for f in "${CERT_MANAGER_CRD_FILES[@]}"; do [ -s "$CERT_MANAGER_CRDS/$f" ] || missing=1; done
+# crds_from_module <module> <version> <dir in the module> <cache dir> <file>...: copies CRD files
+# out of a Go module (checked against the Go checksum database like any module) into the cache;
+# nothing lands in the repository.
+crds_from_module() {
+  local module=$1 version=$2 sub=$3 target=$4 f missing=0
+  shift 4
+  for f in "$@"; do [ -s "$target/$f" ] || missing=1; done
   [ $missing -eq 0 ] && return 0
-  log "fetching cert-manager v$CERT_MANAGER_VERSION CRDs (Go module github.com/cert-manager/cert-manager)"
+  log "fetching CRDs from the Go module $module@v$version ($sub)"
   local dir tmp
-  dir=$(cd "$CACHE/build" && go mod download -json "github.com/cert-manager/cert-manager@v$CERT_MANAGER_VERSION" |
+  dir=$(cd "$CACHE/build" && go mod download -json "$module@v$version" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [ -n "$dir" ] && [ -d "$dir/deploy/crds" ] || { log "error: cert-manager module has no deploy/crds"; return 1; }
-  tmp="$CERT_MANAGER_CRDS.tmp.$$"
+  [ -n "$dir" ] && [ -d "$dir/$sub" ] || { log "error: $module has no $sub"; return 1; }
+  tmp="$target.tmp.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
-  for f in "${CERT_MANAGER_CRD_FILES[@]}"; do
-    install -m 0644 "$dir/deploy/crds/$f" "$tmp/$f"
-  done
-  rm -rf "$CERT_MANAGER_CRDS" && mv "$tmp" "$CERT_MANAGER_CRDS"
+  for f in "$@"; do install -m 0644 "$dir/$sub/$f" "$tmp/$f"; done
+  rm -rf "$target" && mv "$tmp" "$target"
+}
+
+# cert-manager's deploy/crds/ is controller-gen output: the same spec as its Helm chart's CRD
+# templates, without Helm's labels.
+fetch_cert_manager_crds() {
+  crds_from_module github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION" deploy/crds \
+    "$CERT_MANAGER_CRDS" "${CERT_MANAGER_CRD_FILES[@]}"
+}
+
+fetch_gateway_api_crds() {
+  crds_from_module sigs.k8s.io/gateway-api "$GATEWAY_API_VERSION" config/crd/standard \
+    "$GATEWAY_API_CRDS" "${GATEWAY_API_CRD_FILES[@]}"
 }
 
 # pip_target <dir> <module> <requirement>: installs the requirement (with its dependencies)
@@ -145,6 +167,7 @@ debian_packages bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-s
 pip_target "$PYTHON_TOOLS" aiosmtpd "aiosmtpd==$AIOSMTPD_VERSION"
 pip_target "$MOTO_TOOLS" moto "moto[server]==$MOTO_VERSION"
 fetch_cert_manager_crds
+fetch_gateway_api_crds
 build_etcd
 build_kubernetes
 build_helm

@@ -1732,6 +1732,7 @@ async fn the_provider_examples_render_and_are_admitted() {
         "manual.yaml",
         "policy-host-ingress.yaml",
         "policy-host-external.yaml",
+        "policy-host-gateway.yaml",
         "powerdns.yaml",
         "cloudflare.yaml",
         "route53.yaml",

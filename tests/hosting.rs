@@ -449,3 +449,110 @@ async fn a_missing_certificate_api_says_install_cert_manager() {
     assert_eq!(out.writes, 2, "{out:?}");
     ns.delete(&client).await;
 }
+
+/// policyHost.gatewayRoute: an HTTPRoute (Gateway API CRDs installed by scripts/env-up.sh) with
+/// the ExternalName Service beside it, admitted by the real API server with the Gateway API's
+/// own schema and CEL rules; a settled pass writes nothing; switching to an Ingress replaces the
+/// route; removal deletes it. No Gateway controller runs here, as no ingress controller does.
+#[tokio::test]
+async fn an_http_route_follows_the_spec_like_the_ingress() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "hosting-gw").await;
+    let ns_name = ns.name().to_owned();
+    let mds: Api<MailDomain> = Api::namespaced(client.clone(), &ns_name);
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns_name, &hosting::http_route_resource());
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns_name);
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns_name);
+    let cfg = config("mailsec-system");
+    let object = hosting::object_name(NAME);
+
+    let md = apply_md(
+        &mds,
+        json!({"gatewayRoute": {"parentRefs": [
+            {"name": "public", "namespace": "gateways", "sectionName": "https"}]}}),
+    )
+    .await;
+    let out = hosting::ensure(&client, &md, A_LABELS, &cfg)
+        .await
+        .expect("ensure");
+    assert_eq!(out.writes, 2, "HTTPRoute and ExternalName Service: {out:?}");
+    assert!(out.conflicts.is_empty(), "{out:?}");
+    let route = routes.get(&object).await.expect("HTTPRoute");
+    assert_eq!(route.data["spec"]["hostnames"], json!([HOST]));
+    assert_eq!(
+        route.data["spec"]["parentRefs"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public",
+                "namespace": "gateways", "sectionName": "https"}])
+    );
+    let rule = &route.data["spec"]["rules"][0];
+    assert_eq!(
+        rule["matches"],
+        json!([{"path": {"type": "Exact", "value": "/.well-known/mta-sts.txt"}}])
+    );
+    assert_eq!(rule["backendRefs"][0]["name"], object.as_str());
+    assert_eq!(rule["backendRefs"][0]["port"], 8080);
+    assert_eq!(route.owner_references()[0].uid, md.uid().expect("uid"));
+    let svc = services.get(&object).await.expect("ExternalName Service");
+    assert_eq!(
+        svc.spec.and_then(|s| s.external_name).as_deref(),
+        Some("mailsec-serve.mailsec-system.svc.cluster.local")
+    );
+
+    // Settled: nothing written, the stored route is what is wanted (API defaults included).
+    let before = routes.get(&object).await.expect("get").resource_version();
+    let out = hosting::ensure(&client, &md, A_LABELS, &cfg)
+        .await
+        .expect("ensure");
+    assert_eq!(out.writes, 0, "{out:?}");
+    assert_eq!(
+        routes.get(&object).await.expect("get").resource_version(),
+        before
+    );
+
+    // Switching to an Ingress: the route goes, the Ingress comes, the Service stays.
+    let md = apply_md(&mds, json!({"ingress": {}})).await;
+    let out = hosting::ensure(&client, &md, A_LABELS, &cfg)
+        .await
+        .expect("ensure");
+    assert_eq!(out.writes, 2, "Ingress created, HTTPRoute deleted: {out:?}");
+    assert!(routes.get_opt(&object).await.expect("get").is_none());
+    assert!(ingresses.get_opt(&object).await.expect("get").is_some());
+
+    // Back to the route, then removal deletes everything.
+    let md = apply_md(
+        &mds,
+        json!({"gatewayRoute": {"parentRefs": [{"name": "public"}]}}),
+    )
+    .await;
+    hosting::ensure(&client, &md, A_LABELS, &cfg)
+        .await
+        .expect("ensure");
+    let route = routes.get(&object).await.expect("HTTPRoute");
+    assert_eq!(
+        route.data["spec"]["parentRefs"][0]["namespace"],
+        ns_name.as_str(),
+        "a Gateway in the MailDomain's namespace when none is named"
+    );
+    let removed = hosting::remove(&client, &md).await.expect("remove");
+    assert_eq!(removed, 2, "HTTPRoute and Service");
+    assert!(routes.get_opt(&object).await.expect("get").is_none());
+
+    // Admission refuses two ways at once.
+    let both = json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "both"},
+        "spec": {"domain": "both.example", "mx": ["mx1.example.org"], "mtaSts": {"mode": "testing",
+            "policyHost": {"ingress": {}, "gatewayRoute": {"parentRefs": [{"name": "public"}]}}}}
+    });
+    let err = mds
+        .patch("both", &PatchParams::apply(MANAGER), &Patch::Apply(&both))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("set exactly one of ingress, gatewayRoute or external"),
+        "{err}"
+    );
+    ns.delete(&client).await;
+}

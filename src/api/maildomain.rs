@@ -179,11 +179,17 @@ pub enum MtaStsMode {
 /// How the policy host is exposed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.ingress) != has(self.external)").message("set exactly one of ingress or external"))]
+#[x_kube(validation = Rule::new("[has(self.ingress), has(self.gatewayRoute), has(self.external)].filter(x, x).size() == 1").message("set exactly one of ingress, gatewayRoute or external"))]
 pub struct PolicyHostSpec {
     /// Create an Ingress for `mta-sts.<domain>` that routes to the policy server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Create a Gateway API HTTPRoute for `mta-sts.<domain>` that routes to the policy server,
+    /// attached to your Gateway(s). The listener needs a certificate for the name: a
+    /// cert-manager-annotated Gateway, or `certificate` here and a listener that references
+    /// the Secret `mta-sts-<name>-tls` (a ReferenceGrant when the Gateway is elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_route: Option<GatewayRouteSpec>,
     /// You route `mta-sts.<domain>` to the policy server yourself; the operator only checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
@@ -200,6 +206,34 @@ pub struct IngressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub class_name: Option<String>,
+}
+
+/// Gateway API settings for the policy host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRouteSpec {
+    /// The Gateways (listeners) the HTTPRoute attaches to.
+    #[schemars(length(min = 1, max = 8))]
+    pub parent_refs: Vec<GatewayParentRef>,
+}
+
+/// One Gateway (and optionally one of its listeners).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway; the MailDomain's when absent. The Gateway's listener must
+    /// allow routes from the MailDomain's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// The listener to attach to (its `name`), e.g. the HTTPS listener that holds the
+    /// certificate for `mta-sts.<domain>`; every matching listener when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// Marker for a policy host routed by the user.

@@ -14,6 +14,12 @@
 //!   `mta-sts.<domain>` writing that same TLS Secret. Its `Ready` condition becomes the
 //!   MailDomain's `CertificateReady` condition. Without a certificate the Secret is yours to
 //!   provide (or the ingress controller's default certificate applies).
+//! - `policyHost.gatewayRoute`: a Gateway API `gateway.networking.k8s.io/v1` HTTPRoute for
+//!   `mta-sts.<domain>` attached to the given Gateways, one rule (the well-known path, `Exact`)
+//!   to the policy server's Service, or to the same ExternalName Service as for an Ingress when
+//!   the MailDomain is elsewhere (a cross-namespace backendRef would need a ReferenceGrant in the
+//!   operator's namespace for every MailDomain namespace). TLS is the Gateway listener's.
+//!   Without the Gateway API CRDs the route cannot be made; that is reported, not retried.
 //! - `policyHost.external`: nothing is created; only a requested Certificate.
 //!
 //! Every object is server-side applied by [`FIELD_MANAGER`] with a controller owner reference to
@@ -43,6 +49,9 @@ pub use super::context::{FIELD_MANAGER, HostingConfig};
 use crate::api::{IssuerRef, MailDomain, PolicyHostSpec};
 use crate::domain::mtasts::{self, WELL_KNOWN_PATH};
 use crate::domain::name::DomainName;
+
+/// The API group of the Gateway API.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The API group of cert-manager's issuers and certificates.
 pub const CERT_MANAGER_GROUP: &str = "cert-manager.io";
@@ -78,7 +87,16 @@ pub struct Hosting {
 pub struct Desired {
     pub ingress: Option<Ingress>,
     pub service: Option<Service>,
+    pub route: Option<DynamicObject>,
     pub certificate: Option<DynamicObject>,
+}
+
+/// `gateway.networking.k8s.io/v1` HTTPRoute, without depending on a Gateway API crate.
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "HTTPRoute"),
+        "httproutes",
+    )
 }
 
 /// `cert-manager.io/v1` Certificate, without depending on a cert-manager crate.
@@ -151,14 +169,60 @@ fn same_namespace(md: &MailDomain, config: &HostingConfig) -> bool {
     md.namespace().unwrap_or_default() == config.service_namespace
 }
 
-/// The Ingress for `mta-sts.<domain>`.
-pub fn ingress(md: &MailDomain, domain: &str, config: &HostingConfig) -> Ingress {
-    let host = policy_host(domain);
-    let backend_service = if same_namespace(md, config) {
+/// The Service an Ingress or HTTPRoute of this MailDomain routes to: the policy server's own,
+/// or the ExternalName Service next to the MailDomain.
+fn backend_service(md: &MailDomain, config: &HostingConfig) -> String {
+    if same_namespace(md, config) {
         config.service_name.clone()
     } else {
         object_name(&md.name_any())
-    };
+    }
+}
+
+/// The HTTPRoute for `mta-sts.<domain>`, attached to the spec's Gateways.
+pub fn http_route(md: &MailDomain, domain: &str, config: &HostingConfig) -> DynamicObject {
+    let parents: Vec<Value> = policy_host_spec(md)
+        .and_then(|p| p.gateway_route.as_ref())
+        .map(|g| g.parent_refs.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            // Spelled out as the API server defaults them, so that comparing finds no change.
+            serde_json::json!({
+                "group": GATEWAY_GROUP,
+                "kind": "Gateway",
+                "name": p.name,
+                "namespace": p.namespace.clone().or_else(|| md.namespace()),
+                "sectionName": p.section_name,
+            })
+        })
+        .collect();
+    let mut object = DynamicObject::new(&object_name(&md.name_any()), &http_route_resource()).data(
+        serde_json::json!({
+            "spec": {
+                "parentRefs": parents,
+                "hostnames": [policy_host(domain)],
+                "rules": [{
+                    "matches": [{"path": {"type": "Exact", "value": WELL_KNOWN_PATH}}],
+                    "backendRefs": [{
+                        "group": "",
+                        "kind": "Service",
+                        "name": backend_service(md, config),
+                        "port": config.service_port,
+                        "weight": 1,
+                    }],
+                }],
+            }
+        }),
+    );
+    object.metadata = metadata(md);
+    object
+}
+
+/// The Ingress for `mta-sts.<domain>`.
+pub fn ingress(md: &MailDomain, domain: &str, config: &HostingConfig) -> Ingress {
+    let host = policy_host(domain);
+    let backend_service = backend_service(md, config);
     let class = policy_host_spec(md)
         .and_then(|p| p.ingress.as_ref())
         .and_then(|i| i.class_name.clone());
@@ -250,10 +314,14 @@ pub fn desired(md: &MailDomain, domain: &str, config: &HostingConfig) -> Desired
     let Some(host) = policy_host_spec(md) else {
         return Desired::default();
     };
-    let routed = host.ingress.is_some();
+    let routed = host.ingress.is_some() || host.gateway_route.is_some();
     Desired {
-        ingress: routed.then(|| ingress(md, domain, config)),
+        ingress: host.ingress.as_ref().map(|_| ingress(md, domain, config)),
         service: if routed { service(md, config) } else { None },
+        route: host
+            .gateway_route
+            .as_ref()
+            .map(|_| http_route(md, domain, config)),
         certificate: host
             .certificate
             .as_ref()
@@ -515,6 +583,8 @@ pub async fn ensure_with(
         None => None,
     };
     let certificate_wanted = certificate_value.is_some();
+    let route_value = want.route.as_ref().map(to_value).transpose()?;
+    let route_wanted = route_value.is_some();
 
     // Certificate first: the Ingress's TLS Secret is on its way before the Ingress exists.
     let cm = api(client, &ns, certificate_api);
@@ -543,6 +613,21 @@ pub async fn ensure_with(
     sync(&services, "Service", &name, service_value, &uid, &mut out).await?;
     let ingresses = api(client, &ns, &ApiResource::erase::<Ingress>(&()));
     sync(&ingresses, "Ingress", &name, ingress_value, &uid, &mut out).await?;
+    let routes = api(client, &ns, &http_route_resource());
+    match sync(&routes, "HTTPRoute", &name, route_value, &uid, &mut out).await {
+        Ok(_) => {}
+        // No Gateway API in this cluster: nothing of ours to delete either.
+        Err(e) if is_not_found(&e) => {
+            if route_wanted {
+                out.conflicts.push(format!(
+                    "the gateway.networking.k8s.io/v1 HTTPRoute API is not served, so no \
+                     HTTPRoute can be created in {ns}: install the Gateway API CRDs \
+                     (https://gateway-api.sigs.k8s.io/guides/#installing-gateway-api)"
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
     Ok(out)
 }
 
@@ -559,6 +644,12 @@ pub async fn remove(client: &Client, md: &MailDomain) -> Result<usize, kube::Err
     sync(&ingresses, "Ingress", &name, None, &uid, &mut out).await?;
     let services = api(client, &ns, &ApiResource::erase::<Service>(&()));
     sync(&services, "Service", &name, None, &uid, &mut out).await?;
+    let routes = api(client, &ns, &http_route_resource());
+    match sync(&routes, "HTTPRoute", &name, None, &uid, &mut out).await {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
     let cm = api(client, &ns, &certificate_resource());
     match sync(&cm, "Certificate", &name, None, &uid, &mut out).await {
         Ok(_) => {}
@@ -603,6 +694,7 @@ mod tests {
             ingress: Some(HostIngress {
                 class_name: class.map(str::to_owned),
             }),
+            gateway_route: None,
             external: None,
             certificate: issuer.map(|(kind, name)| CertificateSpec {
                 issuer_ref: IssuerRef {
@@ -743,6 +835,57 @@ mod tests {
     }
 
     #[test]
+    fn http_route_attaches_to_the_gateways_and_routes_the_well_known_path() {
+        use crate::api::{GatewayParentRef, GatewayRouteSpec};
+        let spec = PolicyHostSpec {
+            ingress: None,
+            gateway_route: Some(GatewayRouteSpec {
+                parent_refs: vec![
+                    GatewayParentRef {
+                        name: "public".into(),
+                        namespace: Some("gateways".into()),
+                        section_name: Some("https".into()),
+                    },
+                    GatewayParentRef {
+                        name: "local".into(),
+                        namespace: None,
+                        section_name: None,
+                    },
+                ],
+            }),
+            external: None,
+            certificate: None,
+        };
+        let cfg = config("mailsec-system");
+        let d = desired(&md("shop", Some(spec)), "Bücher.example", &cfg);
+        assert!(d.ingress.is_none());
+        let route = d.route.expect("a route");
+        assert_eq!(
+            route.types.as_ref().map(|t| t.kind.as_str()),
+            Some("HTTPRoute")
+        );
+        let spec = &route.data["spec"];
+        assert_eq!(
+            spec["hostnames"],
+            serde_json::json!(["mta-sts.xn--bcher-kva.example"])
+        );
+        assert_eq!(spec["parentRefs"][0]["namespace"], "gateways");
+        assert_eq!(spec["parentRefs"][0]["sectionName"], "https");
+        assert_eq!(
+            spec["parentRefs"][1]["namespace"], "mail",
+            "the MailDomain's namespace"
+        );
+        assert!(spec["parentRefs"][1]["sectionName"].is_null());
+        let rule = &spec["rules"][0];
+        assert_eq!(rule["matches"][0]["path"]["type"], "Exact");
+        assert_eq!(rule["matches"][0]["path"]["value"], WELL_KNOWN_PATH);
+        // Elsewhere than the policy server: through the ExternalName Service beside it.
+        assert_eq!(rule["backendRefs"][0]["name"], object_name("shop"));
+        assert_eq!(rule["backendRefs"][0]["port"], 8080);
+        assert!(d.service.is_some());
+    }
+
+    #[test]
     fn what_is_desired_follows_the_spec() {
         let cfg = config("mailsec-system");
         assert_eq!(
@@ -751,6 +894,7 @@ mod tests {
         );
         let external = PolicyHostSpec {
             ingress: None,
+            gateway_route: None,
             external: Some(Default::default()),
             certificate: None,
         };

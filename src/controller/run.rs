@@ -119,26 +119,35 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         failures: Default::default(),
     });
     let operator_ns = options.config.operator_namespace.clone();
-    // The policy host children. Certificates only when cert-manager is installed: a watch on a
-    // missing API would fail forever.
+    // The policy host children.
     let mut controller = controller
         .owns(scoped::<Ingress>(&client, ns), watcher::Config::default())
         .owns(scoped::<Service>(&client, ns), watcher::Config::default());
-    let certificates = hosting::certificate_resource();
-    let cert_api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &certificates),
-        None => Api::all_with(client.clone(), &certificates),
-    };
-    if cert_api
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .is_ok()
-    {
-        controller = controller.owns_with(cert_api, certificates, watcher::Config::default());
-    } else {
-        tracing::info!(
-            "cert-manager's Certificate API is not installed: CertificateReady is checked by polling"
-        );
+    // Certificates and HTTPRoutes only where their APIs are installed: a watch on a missing
+    // API would fail forever.
+    for (resource, missing) in [
+        (
+            hosting::certificate_resource(),
+            "cert-manager's Certificate API is not installed: CertificateReady is checked by polling",
+        ),
+        (
+            hosting::http_route_resource(),
+            "the Gateway API's HTTPRoute is not installed: policyHost.gatewayRoute is reported as not possible",
+        ),
+    ] {
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        if api
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok()
+        {
+            controller = controller.owns_with(api, resource, watcher::Config::default());
+        } else {
+            tracing::info!("{missing}");
+        }
     }
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     metrics.leader.set(1);
