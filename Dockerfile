@@ -5,7 +5,9 @@
 #
 #   docker build -t registry.example/mailsec-operator:0.1.0 .
 #
-# Not built in this repository's CI (it runs without a container engine).
+# Built for linux/amd64 and linux/arm64 and pushed to ghcr.io by .github/workflows/release.yml
+# (on v* tags). The test suite has no container engine: tests/release.rs reads this file and
+# checks its `cargo build --locked` against the build context it sees.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -13,6 +13,8 @@
 #   scripts/tools.sh pythonpath         print the PYTHONPATH holding aiosmtpd only
 #   scripts/tools.sh motopath           print the PYTHONPATH holding moto only
 set -euo pipefail
+# Absolute: the builds below change directory.
+TOOLS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
@@ -172,7 +174,7 @@ build_etcd
 build_kubernetes
 build_helm
 # More tools, one file each (they may use log, debian_packages, pip_target, $CACHE and $BIN).
-for extra in "$(dirname "${BASH_SOURCE[0]}")"/tools.d/*.sh; do
+for extra in "$TOOLS_DIR"/tools.d/*.sh; do
   [ -e "$extra" ] || continue
   # shellcheck source=/dev/null
   source "$extra"

@@ -28,10 +28,16 @@ pub enum Type {
     SpfVerified,
     DmarcVerified,
     DkimVerified,
+    /// While not Ready for a reason that passes by itself (a rollout, a retried error, a
+    /// failing check); present only when True. kstatus (Flux) reads it as InProgress.
+    Reconciling,
+    /// While not Ready for a reason only the user can clear ([`reason::NEEDS_USER`]); present
+    /// only when True. kstatus reads it as Failed, Argo CD's health script as Degraded.
+    Stalled,
 }
 
 impl Type {
-    pub const ALL: [Type; 13] = [
+    pub const ALL: [Type; 15] = [
         Type::Ready,
         Type::DnsPublished,
         Type::PolicyHosted,
@@ -45,6 +51,8 @@ impl Type {
         Type::SpfVerified,
         Type::DmarcVerified,
         Type::DkimVerified,
+        Type::Reconciling,
+        Type::Stalled,
     ];
 
     /// The live-check conditions, each with the checks it summarises.
@@ -73,6 +81,8 @@ impl Type {
             Type::SpfVerified => "SPFVerified",
             Type::DmarcVerified => "DMARCVerified",
             Type::DkimVerified => "DKIMVerified",
+            Type::Reconciling => "Reconciling",
+            Type::Stalled => "Stalled",
         }
     }
 
@@ -136,6 +146,27 @@ pub mod reason {
     pub const SPEC_WARNINGS: &str = "SpecWarnings";
     pub const VERIFIED: &str = "Verified";
     pub const NOT_READY: &str = "NotReady";
+
+    /// The reasons (of conditions and of errors) that only the user can clear: a spec to fix,
+    /// a reference to make, credentials or zones to correct, someone else's record or object
+    /// in the way, records to publish by hand, cert-manager to install. The DNS ones are
+    /// retried, but retrying does not fix them.
+    pub const NEEDS_USER: [&str; 14] = [
+        "InvalidObject",
+        "InvalidSpec",
+        "DomainConflict",
+        "ProviderNotFound",
+        "ProviderNotAllowed",
+        "SecretNotFound",
+        "DNSAuthFailed",
+        "DNSRefused",
+        "DNSZoneNotFound",
+        "DNSProviderInvalid",
+        CONFLICT,
+        MANUAL_PROVIDER,
+        CERTIFICATE_CRD_MISSING,
+        CERTIFICATE_CONFLICT,
+    ];
 
     /// Every reason above, for the README test.
     pub const ALL: [&str; 16] = [

@@ -3,6 +3,7 @@
 //! A stage that did not run (one before it failed) leaves its fields and conditions as the
 //! previous pass wrote them; `Ready` is False whenever a stage failed.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -138,7 +139,70 @@ pub fn compute(
     }
     let ready = ready(&status, stages.failed.is_none());
     conditions::set(&mut status.conditions, ready, generation, now);
+    for (type_, report) in progress(&status) {
+        match report {
+            Some(r) => conditions::set(&mut status.conditions, r, generation, now),
+            None => conditions::remove(&mut status.conditions, type_),
+        }
+    }
     status
+}
+
+/// `Reconciling` and `Stalled`, the conditions kstatus (Flux, `kubectl wait`, Argo CD's generic
+/// health) understands: neither when Ready; otherwise `Stalled` when something in the way needs
+/// the user ([`reason::NEEDS_USER`]), else `Reconciling`. Each is present only while True.
+fn progress(status: &MailDomainStatus) -> [(Type, Option<Report>); 2] {
+    let c = &status.conditions;
+    if conditions::status_of(c, Type::Ready) == Some(Status::True) {
+        return [(Type::Reconciling, None), (Type::Stalled, None)];
+    }
+    let blockers: Vec<&Condition> = Type::ALL
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                Type::Ready
+                    | Type::SpecWarnings
+                    | Type::Enforced
+                    | Type::Reconciling
+                    | Type::Stalled
+            )
+        })
+        .filter_map(|t| conditions::find(c, *t).map(|x| (*t, x)))
+        .filter(|(t, x)| match Status::parse(&x.status) {
+            Status::True => false,
+            // An Unknown check does not hold Ready back.
+            Status::Unknown => !t.is_verification(),
+            Status::False => true,
+        })
+        .map(|(_, x)| x)
+        .collect();
+    let describe = |xs: &[&Condition]| {
+        xs.iter()
+            .map(|x| format!("{} {}: {}", x.type_, x.reason, x.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (user, passing): (Vec<&Condition>, Vec<&Condition>) = blockers
+        .into_iter()
+        .partition(|x| reason::NEEDS_USER.contains(&x.reason.as_str()));
+    if let Some(first) = user.first() {
+        let stalled = Report::new(Type::Stalled, Status::True, &first.reason, describe(&user));
+        return [(Type::Reconciling, None), (Type::Stalled, Some(stalled))];
+    }
+    let why = passing
+        .first()
+        .map_or(reason::NOT_READY, |x| x.reason.as_str());
+    let message = if passing.is_empty() {
+        "waiting for the next pass".to_owned()
+    } else {
+        describe(&passing)
+    };
+    let reconciling = Report::new(Type::Reconciling, Status::True, why, message);
+    [
+        (Type::Reconciling, Some(reconciling)),
+        (Type::Stalled, None),
+    ]
 }
 
 fn hosted(hosted: &Hosted) -> Report {
@@ -225,7 +289,16 @@ fn ready(status: &MailDomainStatus, no_failure: bool) -> Report {
     }
     let why = c
         .iter()
-        .filter(|x| x.type_ != Type::Ready.as_str() && x.type_ != Type::SpecWarnings.as_str())
+        .filter(|x| {
+            ![
+                Type::Ready,
+                Type::SpecWarnings,
+                Type::Reconciling,
+                Type::Stalled,
+            ]
+            .iter()
+            .any(|t| x.type_ == t.as_str())
+        })
         .filter(|x| x.status != Status::True.as_str())
         .map(|x| format!("{}: {}", x.type_, x.reason))
         .collect::<Vec<_>>()

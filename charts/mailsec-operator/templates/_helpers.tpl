@@ -82,6 +82,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* image.pullPolicy, or Always for a tag (it can move) and IfNotPresent for a digest. */}}
+{{- define "mailsec-operator.imagePullPolicy" -}}
+{{- if .Values.image.pullPolicy }}
+{{- .Values.image.pullPolicy }}
+{{- else if .Values.image.digest }}
+{{- "IfNotPresent" }}
+{{- else }}
+{{- "Always" }}
+{{- end }}
+{{- end }}
+
 {{/* The policy server's Service: name, port, and the URL the controller checks policies at. */}}
 {{- define "mailsec-operator.serve.servicePort" -}}
 {{- if .Values.serve.tls.secretName }}{{ .Values.serve.tls.servicePort }}{{ else }}{{ .Values.serve.service.port }}{{ end }}

@@ -365,3 +365,68 @@ fn live_checks_become_verified_conditions_and_failures_block_ready() {
     );
     assert_eq!(unchecked.last_checked, Some(Time(at(30))));
 }
+
+#[test]
+fn reconciling_and_stalled_say_whether_not_ready_passes_by_itself() {
+    let ready = compute(&MailDomainStatus::default(), &settled(), Some(1), at(0));
+    assert_eq!(get(&ready, Type::Reconciling), None);
+    assert_eq!(get(&ready, Type::Stalled), None);
+
+    // Only the user can fix these: Stalled, with the first such reason.
+    for (error, category) in [
+        (
+            Error::InvalidSpec(crate::model::validate::Invalid(vec![FieldError {
+                path: "spec.mx[0]".into(),
+                message: "bad".into(),
+            }])),
+            "InvalidSpec",
+        ),
+        (
+            Error::Dns {
+                provider: "rfc2136",
+                source: DnsError::Auth("TSIG".into()),
+            },
+            "DNSAuthFailed",
+        ),
+    ] {
+        let stages = Stages {
+            failed: Some((Stage::Dns, error)),
+            ..Stages::default()
+        };
+        let status = compute(&ready, &stages, Some(2), at(10));
+        is(&status, Type::Stalled, S::True, category);
+        assert_eq!(get(&status, Type::Reconciling), None);
+        let ready_message = &conditions::find(&status.conditions, Type::Ready)
+            .unwrap()
+            .message;
+        assert!(!ready_message.contains("Stalled"), "{ready_message}");
+    }
+
+    // A retried error passes by itself: Reconciling; and once Ready again, neither.
+    let stages = Stages {
+        failed: Some((
+            Stage::Dns,
+            Error::Dns {
+                provider: "rfc2136",
+                source: DnsError::Unreachable("timeout".into()),
+            },
+        )),
+        ..Stages::default()
+    };
+    let status = compute(&ready, &stages, Some(2), at(10));
+    is(&status, Type::Reconciling, S::True, "DNSUnreachable");
+    assert_eq!(get(&status, Type::Stalled), None);
+    let again = compute(&status, &settled(), Some(2), at(20));
+    is(&again, Type::Ready, S::True, "Published");
+    assert_eq!(get(&again, Type::Reconciling), None);
+}
+
+#[test]
+fn every_user_reason_is_a_reason_the_controller_sets() {
+    for r in reason::NEEDS_USER {
+        assert!(
+            reason::ALL.contains(&r) || Error::CATEGORIES.contains(&r),
+            "{r} is neither a condition reason nor an error category"
+        );
+    }
+}
