@@ -786,6 +786,102 @@ async fn policy_host_ingress_and_certificate_readiness() {
     ns.delete(&client).await;
 }
 
+/// policyHost.address: the controller publishes `mta-sts.<domain>` through the DNS provider
+/// (BIND), A/AAAA from the Ingress's load-balancer status (written here as an ingress
+/// controller would), then a CNAME the user names; the records and their marker are gone when
+/// the address is no longer asked for; status lists each record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_policy_host_address_follows_the_load_balancer_into_dns() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "address").await;
+    let domain = format!("a{}.{}", random_suffix(), env.dns.zone);
+    let host = format!("mta-sts.{domain}");
+    let _operator = Operator::start(env, ns.name(), false, "solo").await;
+    provider(env, &client, ns.name(), &env.dns.tsig_secret).await;
+    let mut md = mail_domain(&domain, "testing");
+    md["spec"]["mtaSts"]["policyHost"] =
+        serde_json::json!({"ingress": {}, "address": {"fromLoadBalancer": {}}});
+    apply_json(&client, ns.name(), md.clone()).await;
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), ns.name());
+    wait_for(&api, "md", "records published", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert!(
+        env.dns.dig_short(&host, "A").is_empty(),
+        "no address before the load balancer has one"
+    );
+
+    // The ingress controller reports its load balancer.
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), ns.name());
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [
+        {"ip": "192.0.2.44"}, {"ip": "2001:db8::44"}]}}});
+    ingresses
+        .patch_status(
+            "mta-sts-md",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("ingress status");
+    let got = wait_for(&api, "md", "the address in status.records", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            s.records
+                .iter()
+                .any(|r| r.name == host && r.record_type == "A" && r.value == "192.0.2.44")
+        })
+    })
+    .await;
+    assert!(
+        got.status
+            .as_ref()
+            .expect("status")
+            .records
+            .iter()
+            .any(|r| r.record_type == "AAAA" && r.value == "2001:db8::44")
+    );
+    assert_eq!(env.dns.dig_short(&host, "A"), ["192.0.2.44"]);
+    assert_eq!(env.dns.dig_short(&host, "AAAA"), ["2001:db8::44"]);
+    assert_eq!(env.dns.txt(&format!("_mailsec.{host}")).len(), 1, "marked");
+
+    // A CNAME the user names instead.
+    md["spec"]["mtaSts"]["policyHost"]["address"] = serde_json::json!({"cname": "lb.example.net"});
+    apply_json(&client, ns.name(), md.clone()).await;
+    wait_for(&api, "md", "the CNAME in status.records", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            s.records
+                .iter()
+                .any(|r| r.name == host && r.record_type == "CNAME")
+        })
+    })
+    .await;
+    assert_eq!(env.dns.dig_short(&host, "CNAME"), ["lb.example.net."]);
+    assert!(
+        env.dns
+            .dig(&["+noall", "+answer", &host, "A"])
+            .stdout
+            .split(|b| *b == b'\n')
+            .all(|l| !String::from_utf8_lossy(l).contains("192.0.2.44")),
+        "the A records are gone"
+    );
+
+    // No address asked for: ours and the marker go.
+    md["spec"]["mtaSts"]["policyHost"] = serde_json::json!({"ingress": {}});
+    apply_json(&client, ns.name(), md).await;
+    wait_for(&api, "md", "no address in status.records", |m| {
+        m.metadata.generation == m.status.as_ref().and_then(|s| s.observed_generation)
+            && m.status
+                .as_ref()
+                .is_some_and(|s| s.records.iter().all(|r| r.name != host))
+    })
+    .await;
+    assert!(env.dns.dig_short(&host, "CNAME").is_empty());
+    assert!(env.dns.txt(&format!("_mailsec.{host}")).is_empty());
+    ns.delete(&client).await;
+}
+
 /// What the live checks need for `domain`: mta-sts and mx1 on loopback in DNS, `mailsec serve`
 /// over TLS and aiosmtpd with certificates from a test CA, and check settings pointing at them.
 async fn live_check_setup(

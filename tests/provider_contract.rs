@@ -10,6 +10,9 @@
 
 mod support;
 
+/// The policy host of tests that publish no address.
+const NO_HOST: &str = "mta-sts.invalid";
+
 use std::sync::Arc;
 
 use base64::Engine;
@@ -220,6 +223,77 @@ impl Subject {
         self.dns.txt(name)
     }
 
+    /// The address records at `name`, `TYPE value` each (CNAME targets with the root dot),
+    /// sorted: by dig against the real servers, from moto's or the fake's store otherwise.
+    async fn addresses(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for rtype in ["CNAME", "A", "AAAA"] {
+            let values: Vec<String> = match &self.side {
+                SideDoor::Route53(r53) => r53.values_of(&self.dns.zone, name, rtype).await,
+                SideDoor::Cloudflare(fake) => fake
+                    .all_records(name)
+                    .into_iter()
+                    .filter(|r| r.rtype == rtype)
+                    .map(|r| {
+                        if rtype == "CNAME" {
+                            format!("{}.", r.content.trim_end_matches('.'))
+                        } else {
+                            r.content
+                        }
+                    })
+                    .collect(),
+                _ => {
+                    let out = self.dns.dig(&["+noall", "+answer", name, rtype]);
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter_map(|l| {
+                            let cols: Vec<&str> = l.split_whitespace().collect();
+                            (cols.len() >= 5
+                                && cols[0].trim_end_matches('.') == name
+                                && cols[3] == rtype)
+                                .then(|| cols[4].to_owned())
+                        })
+                        .collect()
+                }
+            };
+            out.extend(values.into_iter().map(|v| format!("{rtype} {v}")));
+        }
+        out.sort();
+        out
+    }
+
+    /// Makes an address record at `name` as someone else would.
+    async fn add_foreign_address(&self, name: &str, rtype: &str, value: &str) {
+        match &self.side {
+            SideDoor::Nsupdate(dns) => {
+                dns.update(&format!("update add {name}. 300 {rtype} {value}\n"))
+            }
+            SideDoor::Cloudflare(fake) => fake.add_raw_address(name, rtype, value),
+            SideDoor::Route53(r53) => {
+                r53.add_foreign_address(&self.dns.zone, name, rtype, value)
+                    .await
+            }
+            SideDoor::PowerDns(p) => {
+                let body = serde_json::json!({"rrsets": [{
+                    "name": format!("{name}."), "type": rtype, "ttl": 300,
+                    "changetype": "REPLACE", "records": [{"content": value, "disabled": false}]}]});
+                let status = support::http_client()
+                    .patch(format!(
+                        "{}/api/v1/servers/localhost/zones/{}.",
+                        p.api_url, p.dns.zone
+                    ))
+                    .header("X-API-Key", &p.api_key)
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("PATCH")
+                    .status();
+                assert_eq!(status.as_u16(), 204, "{}: side-door write", self.name);
+            }
+        }
+    }
+
     /// The character-strings of the one TXT record at `name`.
     async fn strings(&self, name: &str) -> Vec<String> {
         let lines = self.raw(name).await;
@@ -302,7 +376,7 @@ async fn publish(
     desired: &[TxtRecord],
     before: &[RecordStatus],
 ) -> Published {
-    publish::run(t, desired, before)
+    publish::run(t, desired, NO_HOST, &publish::Address::None, before)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", s.name))
 }
@@ -479,6 +553,108 @@ async fn update_changes_exactly_our_value_and_delete_removes_ours_and_our_marker
         ] {
             assert!(s.values(name).await.is_empty(), "{}: {name}", s.name);
         }
+    }
+}
+
+/// spec.mtaSts.policyHost.address: `mta-sts.<domain>` as a CNAME, then as A/AAAA, then gone,
+/// each read back by dig (or from moto's and the fake's store), marked, settling with no write;
+/// and someone else's address record at that name is a conflict, left exactly as it was.
+#[tokio::test]
+async fn the_policy_host_address_is_published_marked_and_never_over_foreign_records() {
+    use mailsec_operator::controller::publish::Address;
+    use mailsec_operator::dns::address::AddressSet;
+    let Some(env) = support::env() else { return };
+    for s in subjects(env).await {
+        let domain = format!("host-{}.{}", random_suffix(), s.dns.zone);
+        let host = format!("mta-sts.{domain}");
+        let marker = format!("_mailsec.{host}");
+        let t = s.target("contract/host");
+        let run = |address: Address, before: Vec<RecordStatus>| {
+            let (t, host) = (&t, &host);
+            async move {
+                publish::run(t, &[], host, &address, &before)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name))
+            }
+        };
+        let cname = Address::Set(AddressSet::cname("lb.example.net", 300));
+        let first = run(cname.clone(), Vec::new()).await;
+        assert_eq!(first.changes, 1, "{}: {first:?}", s.name);
+        assert!(first.conflicts.is_empty(), "{}: {first:?}", s.name);
+        assert_eq!(
+            first
+                .records
+                .iter()
+                .map(|r| (r.record_type.as_str(), r.value.as_str(), r.state))
+                .collect::<Vec<_>>(),
+            [("CNAME", "lb.example.net", RecordState::Published)],
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.addresses(&host).await,
+            ["CNAME lb.example.net."],
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.values(&marker).await,
+            [t.settings.owner.render()],
+            "{}: marked",
+            s.name
+        );
+        let settled = run(cname.clone(), first.records.clone()).await;
+        assert_eq!(settled.changes, 0, "{}: nothing to write", s.name);
+
+        // From a load balancer's addresses: the CNAME makes way for A and AAAA.
+        let ips = [
+            "192.0.2.80".parse().unwrap(),
+            "2001:db8::80".parse().unwrap(),
+        ];
+        let by_ip = Address::Set(AddressSet::ips(&ips, 300));
+        let second = run(by_ip, settled.records.clone()).await;
+        assert_eq!(second.changes, 1, "{}", s.name);
+        assert_eq!(
+            s.addresses(&host).await,
+            ["A 192.0.2.80", "AAAA 2001:db8::80"],
+            "{}",
+            s.name
+        );
+
+        // No longer wanted: ours and our marker go.
+        let gone = run(Address::None, second.records.clone()).await;
+        assert_eq!(gone.changes, 1, "{}", s.name);
+        assert!(s.addresses(&host).await.is_empty(), "{}", s.name);
+        assert!(
+            s.values(&marker).await.is_empty(),
+            "{}: marker removed",
+            s.name
+        );
+
+        // Someone else's record at the name: a conflict, and it stays as it was.
+        s.add_foreign_address(&host, "A", "198.51.100.7").await;
+        let blocked = run(cname.clone(), Vec::new()).await;
+        assert_eq!(blocked.changes, 0, "{}", s.name);
+        assert!(
+            blocked
+                .conflicts
+                .iter()
+                .any(|c| c.contains("A 198.51.100.7")),
+            "{}: {:?}",
+            s.name,
+            blocked.conflicts
+        );
+        assert_eq!(
+            blocked.records[0].state,
+            RecordState::Conflict,
+            "{}",
+            s.name
+        );
+        assert_eq!(s.addresses(&host).await, ["A 198.51.100.7"], "{}", s.name);
+        assert!(s.values(&marker).await.is_empty(), "{}: not marked", s.name);
+        // And removal leaves it too (it is not ours).
+        run(Address::None, blocked.records.clone()).await;
+        assert_eq!(s.addresses(&host).await, ["A 198.51.100.7"], "{}", s.name);
     }
 }
 
@@ -661,7 +837,9 @@ async fn bad_credentials_unknown_zones_and_dead_servers_have_their_reasons_and_w
         let name = format!("bad-{}.{zone}", random_suffix());
         let t = target(backend, &zone, "contract/bad");
         let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
-        let err = publish::run(&t, &desired, &[]).await.expect_err(what);
+        let err = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+            .await
+            .expect_err(what);
         assert_eq!(err.category(), category, "{what}: {err}");
         if zone == dns.zone {
             assert!(
@@ -684,7 +862,9 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
         |backend: Cloudflare, zone: &str| target(Arc::new(backend), zone, "contract/cf");
     let good = || Cloudflare::new(&fake.url, fake.token.clone()).expect("cloudflare");
     let desired = &desired;
-    let run = |t: Target| async move { publish::run(&t, desired, &[]).await };
+    let run = |t: Target| async move {
+        publish::run(&t, desired, NO_HOST, &publish::Address::None, &[]).await
+    };
 
     let wrong = Cloudflare::new(&fake.url, "not-a-token".into()).expect("cloudflare");
     let err = run(cf_target(wrong, &fake.zone))
@@ -720,12 +900,20 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     // And then it works, in one batch: the API calls of a create and of a no-op pass.
     let t = cf_target(good(), &fake.zone);
     let before = fake.calls();
-    let first = publish::run(&t, desired, &[]).await.expect("publish");
+    let first = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("publish");
     let create_calls = fake.calls() - before;
     let before = fake.calls();
-    let again = publish::run(&t, desired, &first.records)
-        .await
-        .expect("again");
+    let again = publish::run(
+        &t,
+        desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("again");
     let noop_calls = fake.calls() - before;
     assert_eq!(again.changes, 0);
     assert_eq!(fake.records(&name).len(), 1);
@@ -850,7 +1038,7 @@ async fn route53_works_with_a_web_identity() {
     let name = format!("irsa-{}.{}", random_suffix(), env.dns.zone);
     let t = target(Arc::new(backend), &env.dns.zone, "contract/irsa");
     let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
-    publish::run(&t, &desired, &[])
+    publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
         .await
         .expect("publish with session credentials");
     assert_eq!(
@@ -874,7 +1062,9 @@ async fn route53_works_with_a_web_identity() {
         backend: Arc::new(missing),
         ..t
     };
-    let err = publish::run(&t, &desired, &[]).await.expect_err("no token");
+    let err = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("no token");
     assert_eq!(err.category(), "DNSAuthFailed", "{err}");
     assert!(err.to_string().contains("/nonexistent/token"), "{err}");
 }
@@ -944,11 +1134,19 @@ async fn requests_per_pass_create_and_no_op() {
         let desired = all_kinds(&domain);
         let t = target(backend, &env.dns.zone, "contract/calls");
         counter.take();
-        let first = publish::run(&t, &desired, &[]).await.expect("create");
-        let create = counter.take();
-        let again = publish::run(&t, &desired, &first.records)
+        let first = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
             .await
-            .expect("no-op");
+            .expect("create");
+        let create = counter.take();
+        let again = publish::run(
+            &t,
+            &desired,
+            NO_HOST,
+            &publish::Address::None,
+            &first.records,
+        )
+        .await
+        .expect("no-op");
         let noop = counter.take();
         println!("{name}: create {create} requests, no-op {noop}");
         assert_eq!(again.changes, 0);
@@ -957,7 +1155,7 @@ async fn requests_per_pass_create_and_no_op() {
             "{name}: a no-op pass reads each of the 12 names once"
         );
         assert!(create > 12 + zone_lookup, "{name}: {create}");
-        publish::run(&t, &[], &again.records)
+        publish::run(&t, &[], NO_HOST, &publish::Address::None, &again.records)
             .await
             .expect("clean up");
     }
@@ -1011,10 +1209,18 @@ async fn route53_works_with_eks_pod_identity() {
     let t = target(Arc::new(backend), &env.dns.zone, "contract/pod");
     let name = format!("pod-{}.{}", random_suffix(), env.dns.zone);
     let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
-    let first = publish::run(&t, &desired, &[]).await.expect("publish");
-    publish::run(&t, &desired, &first.records)
+    let first = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
         .await
-        .expect("again");
+        .expect("publish");
+    publish::run(
+        &t,
+        &desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("again");
     assert_eq!(
         env.route53
             .txt(&env.dns.zone, &name)

@@ -180,6 +180,7 @@ pub enum MtaStsMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.ingress), has(self.gatewayRoute), has(self.external)].filter(x, x).size() == 1").message("set exactly one of ingress, gatewayRoute or external"))]
+#[x_kube(validation = Rule::new("!has(self.address) || !has(self.address.fromLoadBalancer) || has(self.ingress) || has(self.gatewayRoute)").message("address.fromLoadBalancer needs ingress or gatewayRoute: their status has the load balancer's address"))]
 pub struct PolicyHostSpec {
     /// Create an Ingress for `mta-sts.<domain>` that routes to the policy server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,7 +197,33 @@ pub struct PolicyHostSpec {
     /// A cert-manager Certificate for `mta-sts.<domain>`, used by the Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateSpec>,
+    /// Publish `mta-sts.<domain>` itself through the MailDomain's DNS provider, owned and
+    /// marked like its TXT records. Records at that name that the operator did not create are
+    /// never replaced: they are a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<PolicyHostAddress>,
 }
+
+/// Where `mta-sts.<domain>` points.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cname) != has(self.fromLoadBalancer)").message("set exactly one of cname or fromLoadBalancer"))]
+pub struct PolicyHostAddress {
+    /// A CNAME to this host name: your ingress controller's, Gateway's or load balancer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{HOST}')")).message("cname must be a host name such as lb.example.net, without a trailing dot"))]
+    pub cname: Option<String>,
+    /// A and AAAA records for the addresses in the Ingress's `status.loadBalancer` (or the
+    /// Gateway's `status.addresses`); a CNAME when the load balancer has a host name instead.
+    /// Nothing changes while the load balancer has no address yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_load_balancer: Option<FromLoadBalancer>,
+}
+
+/// Marker: take the address from the load balancer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct FromLoadBalancer {}
 
 /// Ingress settings for the policy host.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -80,6 +80,78 @@ pub struct Hosting {
     pub conflicts: Vec<String>,
     /// Objects created, changed or deleted.
     pub writes: usize,
+    /// Where the Ingress's or the Gateways' load balancer answers, as their status says.
+    pub load_balancer: LoadBalancer,
+}
+
+/// A load balancer's addresses and host names (`status.loadBalancer.ingress` of an Ingress,
+/// `status.addresses` of a Gateway).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub ips: Vec<std::net::IpAddr>,
+    pub hostnames: Vec<String>,
+}
+
+impl LoadBalancer {
+    fn add_ip(&mut self, text: &str) {
+        if let Ok(ip) = text.parse()
+            && !self.ips.contains(&ip)
+        {
+            self.ips.push(ip);
+        }
+    }
+
+    fn add_hostname(&mut self, text: &str) {
+        let name = text.trim_end_matches('.').to_ascii_lowercase();
+        if !name.is_empty() && !self.hostnames.contains(&name) {
+            self.hostnames.push(name);
+        }
+    }
+
+    /// From an Ingress's status.
+    pub fn of_ingress(live: &Value) -> LoadBalancer {
+        let mut lb = LoadBalancer::default();
+        for entry in live
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ip) = entry["ip"].as_str() {
+                lb.add_ip(ip);
+            }
+            if let Some(name) = entry["hostname"].as_str() {
+                lb.add_hostname(name);
+            }
+        }
+        lb
+    }
+
+    /// From a Gateway's status (`type` IPAddress, the default, or Hostname).
+    pub fn of_gateway(live: &Value, into: &mut LoadBalancer) {
+        for entry in live
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(value) = entry["value"].as_str() else {
+                continue;
+            };
+            match entry["type"].as_str().unwrap_or("IPAddress") {
+                "Hostname" => into.add_hostname(value),
+                _ => into.add_ip(value),
+            }
+        }
+    }
+}
+
+/// `gateway.networking.k8s.io/v1` Gateway, read for its addresses.
+pub fn gateway_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "Gateway"),
+        "gateways",
+    )
 }
 
 /// The objects one MailDomain should have; `None` where it should have none.
@@ -612,9 +684,27 @@ pub async fn ensure_with(
     let services = api(client, &ns, &ApiResource::erase::<Service>(&()));
     sync(&services, "Service", &name, service_value, &uid, &mut out).await?;
     let ingresses = api(client, &ns, &ApiResource::erase::<Ingress>(&()));
-    sync(&ingresses, "Ingress", &name, ingress_value, &uid, &mut out).await?;
+    if let Synced::Present(live) =
+        sync(&ingresses, "Ingress", &name, ingress_value, &uid, &mut out).await?
+    {
+        out.load_balancer = LoadBalancer::of_ingress(&to_value(&live)?);
+    }
     let routes = api(client, &ns, &http_route_resource());
     match sync(&routes, "HTTPRoute", &name, route_value, &uid, &mut out).await {
+        Ok(Synced::Present(_)) => {
+            let parents = policy_host_spec(md)
+                .and_then(|p| p.gateway_route.as_ref())
+                .map(|g| g.parent_refs.clone())
+                .unwrap_or_default();
+            for parent in parents {
+                let gateway_ns = parent.namespace.clone().unwrap_or_else(|| ns.clone());
+                let gateways = api(client, &gateway_ns, &gateway_resource());
+                // A Gateway that is not there (yet) or may not be read has no address for us.
+                if let Ok(Some(gateway)) = gateways.get_opt(&parent.name).await {
+                    LoadBalancer::of_gateway(&gateway.data, &mut out.load_balancer);
+                }
+            }
+        }
         Ok(_) => {}
         // No Gateway API in this cluster: nothing of ours to delete either.
         Err(e) if is_not_found(&e) => {
@@ -696,6 +786,7 @@ mod tests {
             }),
             gateway_route: None,
             external: None,
+            address: None,
             certificate: issuer.map(|(kind, name)| CertificateSpec {
                 issuer_ref: IssuerRef {
                     kind: kind.into(),
@@ -855,6 +946,7 @@ mod tests {
             }),
             external: None,
             certificate: None,
+            address: None,
         };
         let cfg = config("mailsec-system");
         let d = desired(&md("shop", Some(spec)), "Bücher.example", &cfg);
@@ -897,6 +989,7 @@ mod tests {
             gateway_route: None,
             external: Some(Default::default()),
             certificate: None,
+            address: None,
         };
         assert_eq!(
             desired(&md("a", Some(external.clone())), "a.example", &cfg),

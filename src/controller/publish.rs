@@ -2,13 +2,69 @@
 //! (desired × current → value-level operations), apply them in one request. Records this
 //! MailDomain published before and no longer wants are retired (removed if still ours).
 
-use crate::api::{RecordState, RecordStatus};
+use crate::api::{MailDomain, RecordState, RecordStatus};
 use crate::dns::DnsError;
-use crate::dns::ownership::marker_name;
-use crate::dns::plan::{self, State};
+use crate::dns::address::{self, AddressSet, Step};
+use crate::dns::ownership::{Owner, marker_name};
+use crate::dns::plan::{self, Current, Operation, State};
 use crate::domain::record::{RecordKind, TxtRecord};
 
 use super::dereference::Target;
+use super::hosting::Hosting;
+
+/// What the policy host's address records should be (`spec.mtaSts.policyHost.address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// None wanted: ours, if any, are removed.
+    None,
+    /// Left as they are: the load balancer has no address yet, or a withdrawal still serves.
+    Keep(String),
+    Set(AddressSet),
+}
+
+impl Address {
+    /// From the spec and what the hosting stage found; `serving`: a policy is served, `wanted`:
+    /// the spec asks for one (false while a withdrawal serves `mode: none`).
+    pub fn wanted(
+        md: &MailDomain,
+        hosting: Option<&Hosting>,
+        serving: bool,
+        wanted: bool,
+        ttl: u32,
+    ) -> Address {
+        let spec = md
+            .spec
+            .mta_sts
+            .as_ref()
+            .and_then(|s| s.policy_host.as_ref())
+            .and_then(|h| h.address.as_ref());
+        match (serving, wanted, spec) {
+            (false, _, _) | (true, true, None) => Address::None,
+            (true, false, _) => {
+                Address::Keep("the MTA-STS withdrawal still serves the policy".into())
+            }
+            (true, true, Some(spec)) => {
+                if let Some(target) = &spec.cname {
+                    return Address::Set(AddressSet::cname(target, ttl));
+                }
+                let lb = hosting.map(|h| h.load_balancer.clone()).unwrap_or_default();
+                if let Some(name) = lb.hostnames.first() {
+                    Address::Set(AddressSet::cname(name, ttl))
+                } else if !lb.ips.is_empty() {
+                    Address::Set(AddressSet::ips(&lb.ips, ttl))
+                } else {
+                    Address::Keep(
+                        "waiting for the load balancer's address in the Ingress's or Gateway's status"
+                            .into(),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// Address record types as status lists them.
+const ADDRESS_TYPES: [&str; 3] = ["CNAME", "A", "AAAA"];
 
 /// What the DNS stage leaves for status.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,15 +79,22 @@ pub struct Published {
     pub changes: usize,
 }
 
-/// Publishes `records` through `target`. `before` is what the previous pass reported in
-/// `status.records`: names it lists that `records` no longer has are retired.
+/// Publishes `records` through `target`, and the policy host's `address` at `host`. `before` is
+/// what the previous pass reported in `status.records`: names it lists that `records` no longer
+/// has are retired.
 pub async fn run(
     target: &Target,
     records: &[TxtRecord],
+    host: &str,
+    address: &Address,
     before: &[RecordStatus],
 ) -> Result<Published, DnsError> {
+    let had_address = before
+        .iter()
+        .any(|r| r.name == host && ADDRESS_TYPES.contains(&r.record_type.as_str()));
     let retired: Vec<(String, RecordKind)> = before
         .iter()
+        .filter(|r| r.record_type == "TXT")
         .filter(|r| !records.iter().any(|d| d.name == r.name))
         .filter_map(|r| {
             RecordKind::ALL
@@ -46,6 +109,11 @@ pub async fn run(
         .chain(retired.iter().map(|(n, _)| n.clone()))
         .collect();
     names.extend(names.clone().iter().map(|n| marker_name(n)));
+    let address_step =
+        matches!(address, Address::Set(_)) || (had_address && *address == Address::None);
+    if address_step {
+        names.push(marker_name(host));
+    }
     names.sort();
     names.dedup();
     let backend = &target.backend;
@@ -58,7 +126,8 @@ pub async fn run(
     }
     let manual = !backend.writes();
     let mut conflicts = Vec::new();
-    let records = plan
+    let mut changes = if manual { 0 } else { plan.operations.len() };
+    let mut records: Vec<RecordStatus> = plan
         .outcomes
         .iter()
         .map(|o| {
@@ -85,12 +154,111 @@ pub async fn run(
             }
         })
         .collect();
+    match address {
+        Address::Keep(why) => records.extend(
+            before
+                .iter()
+                .filter(|r| r.name == host && ADDRESS_TYPES.contains(&r.record_type.as_str()))
+                .cloned()
+                .map(|r| RecordStatus {
+                    message: Some(why.clone()),
+                    ..r
+                }),
+        ),
+        _ if !address_step => {}
+        Address::None | Address::Set(_) => {
+            let want = match address {
+                Address::Set(set) => Some(set),
+                _ => None,
+            };
+            let (state, message) =
+                publish_address(target, host, want, &current, manual, &mut changes).await?;
+            if let Some(m) = message.as_ref().filter(|_| state == RecordState::Conflict) {
+                conflicts.push(m.clone());
+            }
+            for (rtype, value) in want.map(AddressSet::records).unwrap_or_default() {
+                records.push(RecordStatus {
+                    name: host.to_owned(),
+                    record_type: rtype.into(),
+                    value,
+                    state,
+                    message: message.clone(),
+                });
+            }
+        }
+    }
     Ok(Published {
         records,
         conflicts,
         manual,
-        changes: if manual { 0 } else { plan.operations.len() },
+        changes,
     })
+}
+
+/// The address step: read what is at `host`, plan against our marker, write (marker first, so
+/// records of ours are never unmarked; on removal, marker last).
+async fn publish_address(
+    target: &Target,
+    host: &str,
+    want: Option<&AddressSet>,
+    current: &Current,
+    manual: bool,
+    changes: &mut usize,
+) -> Result<(RecordState, Option<String>), DnsError> {
+    if manual {
+        return Ok((
+            RecordState::Pending,
+            Some("the manual provider writes nothing: publish this record by hand".into()),
+        ));
+    }
+    let me = &target.settings.owner;
+    let marker = marker_name(host);
+    let holder = current
+        .get(&marker)
+        .and_then(|rr| rr.values.iter().find_map(|v| Owner::parse(v)));
+    if let Some(other) = holder.as_ref().filter(|o| *o != me) {
+        return Ok((
+            RecordState::Conflict,
+            Some(format!(
+                "{host} is managed by {} (owner {}); left untouched",
+                other.resource, other.owner
+            )),
+        ));
+    }
+    let backend = &target.backend;
+    let now = backend.read_address(&target.zone, host).await?;
+    let mark = |add: bool| {
+        let value = me.render();
+        if add {
+            Operation::Add {
+                name: marker.clone(),
+                ttl: want.map_or(300, |w| w.ttl),
+                value,
+            }
+        } else {
+            Operation::Remove {
+                name: marker.clone(),
+                value,
+            }
+        }
+    };
+    match address::plan(host, want, &now, holder.is_some()) {
+        Step::Nothing => Ok((RecordState::Published, None)),
+        Step::Conflict(message) => Ok((RecordState::Conflict, Some(message))),
+        Step::Write { after, mark: new } => {
+            if new {
+                backend.apply(&target.zone, current, &[mark(true)]).await?;
+            }
+            backend
+                .write_address(&target.zone, host, &now, &after)
+                .await?;
+            if after.is_empty() {
+                backend.apply(&target.zone, current, &[mark(false)]).await?;
+            }
+            *changes += 1;
+            Ok((RecordState::Published, None))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +270,62 @@ mod tests {
     use crate::dns::memory::InMemory;
     use crate::dns::ownership::Owner;
     use crate::dns::plan::{Current, Policy, RRset, Settings};
+
+    const HOST: &str = "mta-sts.example.com";
+
+    fn md_with(policy_host: serde_json::Value) -> MailDomain {
+        let spec = serde_json::from_value(serde_json::json!({
+            "domain": "example.com", "mx": ["mx1.example.com"],
+            "mtaSts": {"mode": "testing", "policyHost": policy_host}
+        }))
+        .expect("spec");
+        MailDomain::new("example", spec)
+    }
+
+    #[test]
+    fn the_wanted_address_follows_the_spec_and_the_load_balancer() {
+        use crate::controller::hosting::LoadBalancer;
+        let cname =
+            md_with(serde_json::json!({"ingress": {}, "address": {"cname": "LB.example.net"}}));
+        assert_eq!(
+            Address::wanted(&cname, None, true, true, 60),
+            Address::Set(AddressSet::cname("lb.example.net", 60))
+        );
+        // Not serving any more (MTA-STS off, withdrawal over): none; a withdrawal: kept.
+        assert_eq!(
+            Address::wanted(&cname, None, false, false, 60),
+            Address::None
+        );
+        assert!(matches!(
+            Address::wanted(&cname, None, true, false, 60),
+            Address::Keep(_)
+        ));
+        let lb = md_with(serde_json::json!({"ingress": {}, "address": {"fromLoadBalancer": {}}}));
+        let mut hosting = Hosting::default();
+        assert!(
+            matches!(Address::wanted(&lb, Some(&hosting), true, true, 60), Address::Keep(why) if why.contains("load balancer")),
+            "no address yet: nothing changes"
+        );
+        hosting.load_balancer = LoadBalancer {
+            ips: vec!["192.0.2.1".parse().unwrap()],
+            hostnames: Vec::new(),
+        };
+        assert_eq!(
+            Address::wanted(&lb, Some(&hosting), true, true, 60),
+            Address::Set(AddressSet::ips(&["192.0.2.1".parse().unwrap()], 60))
+        );
+        hosting.load_balancer.hostnames = vec!["elb.example.net".into()];
+        assert_eq!(
+            Address::wanted(&lb, Some(&hosting), true, true, 60),
+            Address::Set(AddressSet::cname("elb.example.net", 60)),
+            "a load balancer with a name: a CNAME to it"
+        );
+        let without = md_with(serde_json::json!({"ingress": {}}));
+        assert_eq!(
+            Address::wanted(&without, None, true, true, 60),
+            Address::None
+        );
+    }
 
     fn target(backend: Arc<dyn DnsBackend>) -> Target {
         Target {
@@ -138,7 +362,9 @@ mod tests {
             record("example.com", RecordKind::Spf, "v=spf1 mx -all"),
             record("_dmarc.example.com", RecordKind::Dmarc, "v=DMARC1; p=none"),
         ];
-        let first = run(&t, &wanted, &[]).await.expect("publish");
+        let first = run(&t, &wanted, HOST, &Address::None, &[])
+            .await
+            .expect("publish");
         assert!(
             first
                 .records
@@ -155,10 +381,12 @@ mod tests {
             "the foreign value and the RRset's TTL stay"
         );
 
-        let second = run(&t, &wanted, &first.records).await.expect("again");
+        let second = run(&t, &wanted, HOST, &Address::None, &first.records)
+            .await
+            .expect("again");
         assert_eq!((second.changes, zone.writes()), (0, 1), "settled: no write");
 
-        let third = run(&t, &wanted[..1], &second.records)
+        let third = run(&t, &wanted[..1], HOST, &Address::None, &second.records)
             .await
             .expect("retire");
         assert_eq!(third.records.len(), 1);
@@ -181,7 +409,7 @@ mod tests {
             RecordKind::Dmarc,
             "v=DMARC1; p=none",
         )];
-        let published = run(&target(zone.clone()), &wanted, &[])
+        let published = run(&target(zone.clone()), &wanted, HOST, &Address::None, &[])
             .await
             .expect("plan");
         assert_eq!(published.records[0].state, RecordState::Conflict);
@@ -201,7 +429,7 @@ mod tests {
             RecordKind::Dmarc,
             "v=DMARC1; p=none",
         )];
-        let err = run(&target(zone.clone()), &wanted, &[])
+        let err = run(&target(zone.clone()), &wanted, HOST, &Address::None, &[])
             .await
             .expect_err("rate limited");
         assert_eq!(err.category(), "DNSRateLimited");
@@ -242,6 +470,22 @@ mod tests {
             ) -> futures_util::future::BoxFuture<'a, Result<(), DnsError>> {
                 self.0.apply(zone, current, operations)
             }
+            fn read_address<'a>(
+                &'a self,
+                zone: &'a str,
+                name: &'a str,
+            ) -> futures_util::future::BoxFuture<'a, Result<AddressSet, DnsError>> {
+                self.0.read_address(zone, name)
+            }
+            fn write_address<'a>(
+                &'a self,
+                zone: &'a str,
+                name: &'a str,
+                before: &'a AddressSet,
+                after: &'a AddressSet,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), DnsError>> {
+                self.0.write_address(zone, name, before, after)
+            }
         }
         let racing = Arc::new(Racing(InMemory::default()));
         let wanted = [record(
@@ -249,7 +493,7 @@ mod tests {
             RecordKind::Dmarc,
             "v=DMARC1; p=none",
         )];
-        let err = run(&target(racing.clone()), &wanted, &[])
+        let err = run(&target(racing.clone()), &wanted, HOST, &Address::None, &[])
             .await
             .expect_err("the foreign write wins");
         assert_eq!(err.category(), "DNSConcurrentChange");
@@ -267,9 +511,15 @@ mod tests {
             RecordKind::Dmarc,
             "v=DMARC1; p=none",
         )];
-        let published = run(&target(Arc::new(Manual)), &wanted, &[])
-            .await
-            .expect("plan");
+        let published = run(
+            &target(Arc::new(Manual)),
+            &wanted,
+            HOST,
+            &Address::None,
+            &[],
+        )
+        .await
+        .expect("plan");
         assert!(published.manual);
         assert_eq!(published.changes, 0);
         assert_eq!(published.records[0].state, RecordState::Pending);

@@ -235,8 +235,16 @@ async fn run_stages(
     stages.rollout = Some(rollout);
 
     // Policy hosting.
+    let address;
     match host(md, ctx, &desired, serving).await {
         Ok(hosting) => {
+            address = publish::Address::wanted(
+                md,
+                hosting.as_ref(),
+                serving,
+                desired.policy.is_some(),
+                desired.ttl,
+            );
             let issuing = hosting
                 .as_ref()
                 .and_then(|h| h.certificate.as_ref())
@@ -249,7 +257,8 @@ async fn run_stages(
     }
 
     // DNS: read, plan, apply.
-    match publish_dns(md, ctx, &target, &records, old).await {
+    let policy_host = crate::domain::mtasts::policy_host(&desired.domain);
+    match publish_dns(md, ctx, &target, &records, (&policy_host, &address), old).await {
         Ok(published) => {
             changed |= published.changes > 0;
             stages.published = Some(published);
@@ -346,10 +355,11 @@ async fn publish_dns(
     ctx: &Context,
     target: &dereference::Target,
     records: &[crate::domain::record::TxtRecord],
+    (host, address): (&str, &publish::Address),
     old: &MailDomainStatus,
 ) -> Result<publish::Published, Error> {
     let kind = target.backend.kind();
-    let published = publish::run(target, records, &old.records)
+    let published = publish::run(target, records, host, address, &old.records)
         .await
         .map_err(|source| {
             ctx.metrics.dns(kind, source.category(), 0);
@@ -361,7 +371,7 @@ async fn publish_dns(
     if published.changes > 0 {
         ctx.metrics.dns(kind, "ok", published.changes);
         let note = format!(
-            "{} TXT change(s) in zone {} via {kind}",
+            "{} change(s) in zone {} via {kind}",
             published.changes, target.zone
         );
         event(

@@ -1,5 +1,6 @@
 //! The one interface every DNS provider implements: read the TXT RRsets at some names, apply a
-//! plan's value-level operations to a zone. The plan itself knows nothing of providers. A new
+//! plan's value-level operations to a zone; read and replace the address records of one name
+//! (the policy host's). The plan itself knows nothing of providers. A new
 //! provider is one file with a type implementing [`DnsBackend`] plus one line in
 //! [`super::registry`].
 
@@ -10,6 +11,7 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
+use super::address::AddressSet;
 use super::plan::{Current, Operation};
 use crate::api::SecretKeyRef;
 
@@ -39,6 +41,24 @@ pub trait DnsBackend: Send + Sync {
         zone: &'a str,
         current: &'a Current,
         operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>>;
+
+    /// The address records (CNAME, A, AAAA) at `name` in `zone`.
+    fn read_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>>;
+
+    /// Replaces the address records at `name`, which were `before` when read, by `after`
+    /// (empty: delete them), all or nothing; [`DnsError::ConcurrentChange`] when they are no
+    /// longer `before`.
+    fn write_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 }
 
@@ -161,6 +181,24 @@ impl DnsBackend for Manual {
         _zone: &'a str,
         _current: &'a Current,
         _operations: &'a [Operation],
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn read_address<'a>(
+        &'a self,
+        _zone: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(async { Ok(AddressSet::default()) })
+    }
+
+    fn write_address<'a>(
+        &'a self,
+        _zone: &'a str,
+        _name: &'a str,
+        _before: &'a AddressSet,
+        _after: &'a AddressSet,
     ) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(async { Ok(()) })
     }

@@ -19,6 +19,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::DnsError;
+use super::address::AddressSet;
 use std::sync::Arc;
 
 use super::backend::{
@@ -83,6 +84,8 @@ struct ZoneResult {
 #[derive(Debug, Clone, Deserialize)]
 struct Record {
     id: String,
+    #[serde(rename = "type", default)]
+    rtype: String,
     name: String,
     content: String,
     #[serde(default)]
@@ -96,6 +99,10 @@ struct NewRecord {
     name: String,
     content: String,
     ttl: u32,
+    /// Address records only: senders must reach the policy host itself, not Cloudflare's proxy
+    /// (whose certificate and answers are Cloudflare's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxied: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -250,11 +257,22 @@ impl Cloudflare {
 
     /// Every TXT record at `name`, through all pages.
     async fn records(&self, zone_id: &str, name: &str) -> Result<Vec<Record>, DnsError> {
+        self.records_of(zone_id, name, Some("TXT")).await
+    }
+
+    /// Every record at `name` (of `rtype`, or of any type), through all pages.
+    async fn records_of(
+        &self,
+        zone_id: &str,
+        name: &str,
+        rtype: Option<&str>,
+    ) -> Result<Vec<Record>, DnsError> {
         let mut out = Vec::new();
         let mut page = 1;
+        let type_filter = rtype.map(|t| format!("type={t}&")).unwrap_or_default();
         loop {
             let path = format!(
-                "/zones/{zone_id}/dns_records?type=TXT&name={}&per_page={PER_PAGE}&page={page}",
+                "/zones/{zone_id}/dns_records?{type_filter}name={}&per_page={PER_PAGE}&page={page}",
                 query(name)
             );
             let listed: Envelope<Vec<Record>> = self.call(Method::GET, &path, None).await?;
@@ -349,6 +367,7 @@ impl DnsBackend for Cloudflare {
                                 name: name.clone(),
                                 content: txt::to_presentation(value),
                                 ttl: *ttl,
+                                proxied: None,
                             });
                         }
                     }
@@ -374,6 +393,105 @@ impl DnsBackend for Cloudflare {
                 .await?;
             Ok(())
         })
+    }
+
+    fn read_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(self.read_address_of(zone, name))
+    }
+
+    fn write_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(self.write_address_of(zone, name, before, after))
+    }
+}
+
+impl Cloudflare {
+    /// The address records at `name`, with their ids.
+    async fn address_records(
+        &self,
+        zone_id: &str,
+        name: &str,
+    ) -> Result<(AddressSet, Vec<Record>), DnsError> {
+        let records: Vec<Record> = self
+            .records_of(zone_id, name, None)
+            .await?
+            .into_iter()
+            .filter(|r| matches!(r.rtype.as_str(), "CNAME" | "A" | "AAAA"))
+            .collect();
+        let mut set = AddressSet::default();
+        for r in &records {
+            let unreadable = || {
+                DnsError::Server(format!(
+                    "cloudflare: {} content `{}` at {name} cannot be read",
+                    r.rtype, r.content
+                ))
+            };
+            match r.rtype.as_str() {
+                "CNAME" => set.cname = Some(r.content.trim_end_matches('.').to_ascii_lowercase()),
+                "A" => set.a.push(r.content.parse().map_err(|_| unreadable())?),
+                _ => set.aaaa.push(r.content.parse().map_err(|_| unreadable())?),
+            }
+            set.ttl = r.ttl;
+        }
+        Ok((set, records))
+    }
+
+    async fn read_address_of(&self, zone: &str, name: &str) -> Result<AddressSet, DnsError> {
+        let zone_id = self.zone_id(zone).await?;
+        Ok(self.address_records(&zone_id, name).await?.0)
+    }
+
+    /// One batch: delete every address record there (by id, after checking they are still
+    /// `before`), post `after`'s.
+    async fn write_address_of(
+        &self,
+        zone: &str,
+        name: &str,
+        before: &AddressSet,
+        after: &AddressSet,
+    ) -> Result<(), DnsError> {
+        let zone_id = self.zone_id(zone).await?;
+        let (now, records) = self.address_records(&zone_id, name).await?;
+        if !now.same_records(before) {
+            return Err(DnsError::ConcurrentChange(format!(
+                "cloudflare: the address records at {name} changed since they were read; nothing written"
+            )));
+        }
+        let mut batch = Batch {
+            deletes: records.into_iter().map(|r| RecordId { id: r.id }).collect(),
+            posts: Vec::new(),
+        };
+        for (rtype, content) in after.records() {
+            batch.posts.push(NewRecord {
+                rtype,
+                name: name.to_owned(),
+                content,
+                ttl: after.ttl,
+                proxied: Some(false),
+            });
+        }
+        if batch.deletes.is_empty() && batch.posts.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_string(&batch)
+            .map_err(|e| DnsError::Server(format!("cloudflare: batch body: {e}")))?;
+        let _: Envelope<serde_json::Value> = self
+            .call(
+                Method::POST,
+                &format!("/zones/{zone_id}/dns_records/batch"),
+                Some(body),
+            )
+            .await?;
+        Ok(())
     }
 }
 

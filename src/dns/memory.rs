@@ -7,13 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 
+use std::collections::BTreeMap;
+
 use super::DnsError;
+use super::address::AddressSet;
 use super::backend::DnsBackend;
 use super::plan::{Current, Operation, rrsets_after};
 
 #[derive(Default)]
 pub struct InMemory {
     records: Mutex<Current>,
+    addresses: Mutex<BTreeMap<String, AddressSet>>,
     writes: AtomicUsize,
     /// The error every call returns, when set.
     failure: Mutex<Option<DnsError>>,
@@ -37,6 +41,22 @@ impl InMemory {
     pub fn set(&self, name: &str, rrset: super::plan::RRset) {
         if let Ok(mut r) = self.records.lock() {
             r.insert(name.to_owned(), rrset);
+        }
+    }
+
+    /// The address records at `name`.
+    pub fn address(&self, name: &str) -> AddressSet {
+        self.addresses
+            .lock()
+            .ok()
+            .and_then(|a| a.get(name).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Sets address records behind the operator's back.
+    pub fn set_address(&self, name: &str, set: AddressSet) {
+        if let Ok(mut a) = self.addresses.lock() {
+            a.insert(name.to_owned(), set);
         }
     }
 
@@ -112,6 +132,46 @@ impl DnsBackend for InMemory {
             if !operations.is_empty() {
                 self.writes.fetch_add(1, Ordering::SeqCst);
             }
+            Ok(())
+        })
+    }
+
+    fn read_address<'a>(
+        &'a self,
+        _zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(async move {
+            self.failure()?;
+            Ok(self.address(name))
+        })
+    }
+
+    fn write_address<'a>(
+        &'a self,
+        _zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(async move {
+            self.failure()?;
+            let mut addresses = self
+                .addresses
+                .lock()
+                .map_err(|_| DnsError::Server("memory zone poisoned".into()))?;
+            let now = addresses.get(name).cloned().unwrap_or_default();
+            if !now.same_records(before) {
+                return Err(DnsError::ConcurrentChange(format!(
+                    "{name} changed since it was read"
+                )));
+            }
+            if after.is_empty() {
+                addresses.remove(name);
+            } else {
+                addresses.insert(name.to_owned(), after.clone());
+            }
+            self.writes.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
     }

@@ -2,6 +2,7 @@
 //! provider's zones behind one trait ([`backend::DnsBackend`]); [`registry`] maps a
 //! `DNSProvider`'s type to its backend.
 
+pub mod address;
 pub mod backend;
 pub mod cloudflare;
 pub mod content;

@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::DnsError;
+use super::address::AddressSet;
 use std::sync::Arc;
 
 use super::backend::{
@@ -170,6 +171,59 @@ impl PowerDns {
     }
 }
 
+impl PowerDns {
+    /// Every RRset at `name` (all types), raw.
+    async fn rrsets_at(&self, zone: &str, name: &str) -> Result<Vec<ApiRRset>, DnsError> {
+        let path = format!(
+            "/zones/{}?rrset_name={}",
+            encode_id(&fqdn(zone)),
+            encode_query(&fqdn(name))
+        );
+        let (_, body) = self.send(Method::GET, &path, None).await?;
+        let zone: Zone = serde_json::from_str(&body)
+            .map_err(|e| DnsError::Server(format!("powerdns: unreadable zone answer: {e}")))?;
+        let want = fqdn(name);
+        Ok(zone
+            .rrsets
+            .into_iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(&want))
+            .collect())
+    }
+
+    async fn address(&self, zone: &str, name: &str) -> Result<AddressSet, DnsError> {
+        let unreadable = |rtype: &str, content: &str| {
+            DnsError::Server(format!(
+                "powerdns: {rtype} content `{content}` at {name} cannot be read"
+            ))
+        };
+        let mut set = AddressSet::default();
+        for rrset in self.rrsets_at(zone, name).await? {
+            for record in rrset.records.iter().filter(|r| !r.disabled) {
+                match rrset.rtype.as_str() {
+                    "CNAME" => {
+                        set.cname = Some(record.content.trim_end_matches('.').to_ascii_lowercase());
+                    }
+                    "A" => set.a.push(
+                        record
+                            .content
+                            .parse()
+                            .map_err(|_| unreadable("A", &record.content))?,
+                    ),
+                    "AAAA" => set.aaaa.push(
+                        record
+                            .content
+                            .parse()
+                            .map_err(|_| unreadable("AAAA", &record.content))?,
+                    ),
+                    _ => continue,
+                }
+                set.ttl = rrset.ttl.unwrap_or_default();
+            }
+        }
+        Ok(set)
+    }
+}
+
 /// The logical values of a raw RRset (disabled records are not served, so not there).
 fn logical(rrset: Option<&ApiRRset>) -> Result<Option<RRset>, DnsError> {
     let Some(rrset) = rrset else { return Ok(None) };
@@ -264,6 +318,84 @@ impl DnsBackend for PowerDns {
             Ok(())
         })
     }
+
+    fn read_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(self.address(zone, name))
+    }
+
+    /// As for TXT: re-read, stop if changed, one PATCH, verify.
+    fn write_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(async move {
+            if !self.address(zone, name).await?.same_records(before) {
+                return Err(DnsError::ConcurrentChange(format!(
+                    "powerdns: the address records at {name} changed since they were read; nothing written"
+                )));
+            }
+            let rrsets = address_rrsets(name, before, after);
+            if rrsets.is_empty() {
+                return Ok(());
+            }
+            let body = serde_json::json!({ "rrsets": rrsets });
+            let path = format!("/zones/{}", encode_id(&fqdn(zone)));
+            self.send(Method::PATCH, &path, Some(&body)).await?;
+            if !self.address(zone, name).await?.same_records(after) {
+                return Err(DnsError::ConcurrentChange(format!(
+                    "powerdns: the address records at {name} changed while they were written"
+                )));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The PATCH entries that turn `before` into `after` at `name`: REPLACE for each type wanted,
+/// DELETE for each type there and no longer wanted.
+fn address_rrsets(name: &str, before: &AddressSet, after: &AddressSet) -> Vec<ApiRRset> {
+    let contents = |set: &AddressSet, rtype: &str| -> Vec<String> {
+        match rtype {
+            "CNAME" => set.cname.iter().map(|c| fqdn(c)).collect(),
+            "A" => set.a.iter().map(ToString::to_string).collect(),
+            _ => set.aaaa.iter().map(ToString::to_string).collect(),
+        }
+    };
+    let mut rrsets = Vec::new();
+    for rtype in ["CNAME", "A", "AAAA"] {
+        let (was, will) = (contents(before, rtype), contents(after, rtype));
+        if !will.is_empty() {
+            rrsets.push(ApiRRset {
+                name: fqdn(name),
+                rtype: rtype.into(),
+                ttl: Some(after.ttl),
+                records: will
+                    .into_iter()
+                    .map(|content| ApiRecord {
+                        content,
+                        disabled: false,
+                    })
+                    .collect(),
+                changetype: Some("REPLACE".into()),
+            });
+        } else if !was.is_empty() {
+            rrsets.push(ApiRRset {
+                name: fqdn(name),
+                rtype: rtype.into(),
+                ttl: None,
+                records: Vec::new(),
+                changetype: Some("DELETE".into()),
+            });
+        }
+    }
+    rrsets
 }
 
 /// The records for `values` in the RRset `raw` holds now: theirs exactly as read, ours new.

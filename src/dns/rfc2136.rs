@@ -13,13 +13,14 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::{DnsHandle, DnsMultiplexer};
 use hickory_proto::op::{DnsRequest, Message, OpCode, Query, ResponseCode, UpdateMessage};
-use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
+use super::address::AddressSet;
 use super::backend::{
     ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
 };
@@ -180,6 +181,127 @@ impl Rfc2136 {
         Ok((!rrset.values.is_empty()).then_some(rrset))
     }
 
+    /// The CNAME, A and AAAA records at `name`.
+    pub async fn read_address(&self, name: &str) -> Result<AddressSet, DnsError> {
+        let client = self.client().await;
+        let mut client = client.inspect_err(|e| self.meter.request("rfc2136", e.category()))?;
+        let owner = fqdn(name)?;
+        let mut set = AddressSet::default();
+        for rtype in [RecordType::CNAME, RecordType::A, RecordType::AAAA] {
+            let response = client
+                .query(owner.clone(), DNSClass::IN, rtype)
+                .await
+                .map_err(|e| {
+                    DnsError::Unreachable(format!("{}: {rtype} query for {name}: {e}", self.server))
+                });
+            self.meter.request("rfc2136", result_of(&response));
+            let response = response?;
+            match response.metadata.response_code {
+                ResponseCode::NoError | ResponseCode::NXDomain => {}
+                code => return Err(from_rcode(code, &format!("{rtype} query for {name}"))),
+            }
+            // An A query at a CNAME answers with the CNAME (and what it points at): only
+            // records of the asked type at this very name count.
+            for record in response.answers.iter().filter(|r| r.name == owner) {
+                match &record.data {
+                    RData::CNAME(target) if rtype == RecordType::CNAME => {
+                        set.cname = Some(
+                            target
+                                .0
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        );
+                    }
+                    RData::A(ip) if rtype == RecordType::A => set.a.push(ip.0),
+                    RData::AAAA(ip) if rtype == RecordType::AAAA => set.aaaa.push(ip.0),
+                    _ => continue,
+                }
+                set.ttl = record.ttl;
+            }
+        }
+        Ok(set)
+    }
+
+    /// Replaces the address records at `name` in one signed update whose prerequisites are
+    /// exactly `before` (RFC 2136 §2.4): the server refuses it if anyone changed them.
+    pub async fn write_address(
+        &self,
+        zone: &str,
+        name: &str,
+        before: &AddressSet,
+        after: &AddressSet,
+    ) -> Result<(), DnsError> {
+        let result = self.update_address(zone, name, before, after).await;
+        self.meter.request("rfc2136", result_of(&result));
+        result
+    }
+
+    async fn update_address(
+        &self,
+        zone: &str,
+        name: &str,
+        before: &AddressSet,
+        after: &AddressSet,
+    ) -> Result<(), DnsError> {
+        let owner = fqdn(name)?;
+        let mut message = Message::new(
+            rand_id(),
+            hickory_proto::op::MessageType::Query,
+            OpCode::Update,
+        );
+        let mut zone_query = Query::query(fqdn(zone)?, RecordType::SOA);
+        zone_query.set_query_class(DNSClass::IN);
+        message.add_zone(zone_query);
+        for (rtype, records) in [
+            (RecordType::CNAME, address_data(before, RecordType::CNAME)?),
+            (RecordType::A, address_data(before, RecordType::A)?),
+            (RecordType::AAAA, address_data(before, RecordType::AAAA)?),
+        ] {
+            if records.is_empty() {
+                // "RRset does not exist": class NONE, no data.
+                let mut none = Record::update0(owner.clone(), 0, rtype);
+                none.dns_class = DNSClass::NONE;
+                message.add_pre_requisite(none);
+            } else {
+                // "RRset exists (value dependent)": the whole RRset, TTL 0.
+                for data in records {
+                    message.add_pre_requisite(Record::from_rdata(owner.clone(), 0, data));
+                }
+                // Delete that RRset.
+                let mut any = Record::update0(owner.clone(), 0, rtype);
+                any.dns_class = DNSClass::ANY;
+                message.add_update(any);
+            }
+        }
+        for rtype in [RecordType::CNAME, RecordType::A, RecordType::AAAA] {
+            for data in address_data(after, rtype)? {
+                message.add_update(Record::from_rdata(owner.clone(), after.ttl, data));
+            }
+        }
+        let client = self.client().await?;
+        let mut responses = client.send(DnsRequest::from(message));
+        let response = responses
+            .next()
+            .await
+            .ok_or_else(|| {
+                DnsError::Unreachable(format!("{}: no answer to the update", self.server))
+            })?
+            .map_err(|e| from_net(&self.server, e.to_string()))?;
+        match response.metadata.response_code {
+            ResponseCode::NoError => Ok(()),
+            code @ (ResponseCode::YXRRSet | ResponseCode::NXRRSet) => {
+                Err(DnsError::ConcurrentChange(format!(
+                    "the address records at {name} changed since they were read ({code})"
+                )))
+            }
+            code => Err(from_rcode(
+                code,
+                &format!("update of {name} in zone {zone}"),
+            )),
+        }
+    }
+
     /// Applies the operations in `zone` as one signed update message.
     pub async fn apply(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
         if operations.is_empty() {
@@ -245,6 +367,24 @@ impl DnsBackend for Rfc2136 {
         operations: &'a [Operation],
     ) -> BoxFuture<'a, Result<(), DnsError>> {
         Box::pin(Rfc2136::apply(self, zone, operations))
+    }
+
+    fn read_address<'a>(
+        &'a self,
+        _zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(Rfc2136::read_address(self, name))
+    }
+
+    fn write_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(Rfc2136::write_address(self, zone, name, before, after))
     }
 }
 
@@ -314,6 +454,19 @@ fn txt_record(name: &str, ttl: u32, value: &str, class: DNSClass) -> Result<Reco
     let mut record = Record::from_rdata(fqdn(name)?, ttl, RData::TXT(TXT::from_bytes(strings)));
     record.dns_class = class;
     Ok(record)
+}
+
+/// The records of one type in `set`, as record data.
+fn address_data(set: &AddressSet, rtype: RecordType) -> Result<Vec<RData>, DnsError> {
+    Ok(match rtype {
+        RecordType::CNAME => match &set.cname {
+            Some(target) => vec![RData::CNAME(CNAME(fqdn(target)?))],
+            None => Vec::new(),
+        },
+        RecordType::A => set.a.iter().map(|ip| RData::A(A(*ip))).collect(),
+        RecordType::AAAA => set.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// A message id; only needs to differ between concurrent messages on one connection.

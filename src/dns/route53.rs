@@ -28,6 +28,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::DnsError;
+use super::address::AddressSet;
 use super::backend::{
     ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, ZoneIds, result_of, secret_text,
 };
@@ -371,6 +372,93 @@ impl Route53 {
             .resource_record_set
             .into_iter()
             .find(|r| r.rtype == "TXT" && r.name.eq_ignore_ascii_case(&fqdn(name))))
+    }
+
+    /// The CNAME, A and AAAA record sets at `name`, raw (a name has a handful of types at
+    /// most; the listing starts at the name and is cut to it).
+    async fn address_rrsets(&self, zone_id: &str, name: &str) -> Result<Vec<ApiRRset>, DnsError> {
+        let body = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/2013-04-01/hostedzone/{zone_id}/rrset?name={}&maxitems=20",
+                    aws_encode(&fqdn(name))
+                ),
+                None,
+            )
+            .await?;
+        let listed: ListResourceRecordSetsResponse = parse(&body)?;
+        Ok(listed
+            .resource_record_sets
+            .resource_record_set
+            .into_iter()
+            .filter(|r| r.name.eq_ignore_ascii_case(&fqdn(name)))
+            .filter(|r| matches!(r.rtype.as_str(), "CNAME" | "A" | "AAAA"))
+            .collect())
+    }
+
+    async fn read_address_of(&self, zone: &str, name: &str) -> Result<AddressSet, DnsError> {
+        let zone_id = self.zone_id(zone).await?;
+        address_of(name, &self.address_rrsets(&zone_id, name).await?)
+    }
+
+    /// One ChangeBatch: DELETE each address record set exactly as read (Route 53 refuses the
+    /// whole batch if it changed meanwhile), CREATE `after`'s.
+    async fn write_address_of(
+        &self,
+        zone: &str,
+        name: &str,
+        before: &AddressSet,
+        after: &AddressSet,
+    ) -> Result<(), DnsError> {
+        let zone_id = self.zone_id(zone).await?;
+        let raw = self.address_rrsets(&zone_id, name).await?;
+        if !address_of(name, &raw)?.same_records(before) {
+            return Err(DnsError::ConcurrentChange(format!(
+                "route53: the address records at {name} changed since they were read; nothing written"
+            )));
+        }
+        let mut changes = String::new();
+        for set in &raw {
+            let values: Vec<String> = set.values().iter().map(|v| (*v).to_owned()).collect();
+            changes.push_str(&change_of(
+                "DELETE",
+                name,
+                &set.rtype,
+                set.ttl.unwrap_or_default(),
+                &values,
+            ));
+        }
+        let mut by_type: Vec<(&str, Vec<String>)> = Vec::new();
+        for (rtype, value) in after.records() {
+            let value = if rtype == "CNAME" {
+                fqdn(&value)
+            } else {
+                value
+            };
+            match by_type.iter_mut().find(|(t, _)| *t == rtype) {
+                Some((_, values)) => values.push(value),
+                None => by_type.push((rtype, vec![value])),
+            }
+        }
+        for (rtype, values) in &by_type {
+            changes.push_str(&change_of("CREATE", name, rtype, after.ttl, values));
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>mailsec-operator</Comment><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
+        );
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/2013-04-01/hostedzone/{zone_id}/rrset/"),
+                Some(body),
+            )
+            .await?;
+        let change: ChangeResponse = parse(&answer)?;
+        self.wait_insync(&change.change_info.id).await
     }
 
     async fn wait_insync(&self, change_id: &str) -> Result<(), DnsError> {
@@ -776,14 +864,40 @@ fn logical(raw: Option<&ApiRRset>) -> Option<RRset> {
 }
 
 fn change(action: &str, name: &str, ttl: u32, values: &[String]) -> String {
+    change_of(action, name, "TXT", ttl, values)
+}
+
+fn change_of(action: &str, name: &str, rtype: &str, ttl: u32, values: &[String]) -> String {
     let records: String = values
         .iter()
         .map(|v| format!("<ResourceRecord><Value>{}</Value></ResourceRecord>", xml(v)))
         .collect();
     format!(
-        "<Change><Action>{action}</Action><ResourceRecordSet><Name>{}</Name><Type>TXT</Type><TTL>{ttl}</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet></Change>",
+        "<Change><Action>{action}</Action><ResourceRecordSet><Name>{}</Name><Type>{rtype}</Type><TTL>{ttl}</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet></Change>",
         xml(&fqdn(name))
     )
+}
+
+/// The address records of raw record sets.
+fn address_of(name: &str, raw: &[ApiRRset]) -> Result<AddressSet, DnsError> {
+    let mut set = AddressSet::default();
+    for rrset in raw {
+        for value in rrset.values() {
+            let unreadable = || {
+                DnsError::Server(format!(
+                    "route53: {} value `{value}` at {name} cannot be read",
+                    rrset.rtype
+                ))
+            };
+            match rrset.rtype.as_str() {
+                "CNAME" => set.cname = Some(value.trim_end_matches('.').to_ascii_lowercase()),
+                "A" => set.a.push(value.parse().map_err(|_| unreadable())?),
+                _ => set.aaaa.push(value.parse().map_err(|_| unreadable())?),
+            }
+        }
+        set.ttl = rrset.ttl.unwrap_or_default();
+    }
+    Ok(set)
 }
 
 impl DnsBackend for Route53 {
@@ -849,6 +963,24 @@ impl DnsBackend for Route53 {
             let change: ChangeResponse = parse(&answer)?;
             self.wait_insync(&change.change_info.id).await
         })
+    }
+
+    fn read_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
+        Box::pin(self.read_address_of(zone, name))
+    }
+
+    fn write_address<'a>(
+        &'a self,
+        zone: &'a str,
+        name: &'a str,
+        before: &'a AddressSet,
+        after: &'a AddressSet,
+    ) -> BoxFuture<'a, Result<(), DnsError>> {
+        Box::pin(self.write_address_of(zone, name, before, after))
     }
 }
 

@@ -21,7 +21,12 @@
 //!   transaction: any failure leaves the zone as it was and answers the error;
 //! - 429 with `Retry-After` (switched on by a test), and 500 (likewise).
 //!
-//! Not reproduced: record types other than TXT, proxying, comments and tags, `name.exact` and
+//! - CNAME, A and AAAA records (the policy host's address): content checked (an IPv4 or IPv6
+//!   address, a host name), and a CNAME beside any other record at its name, or anything
+//!   beside a CNAME, refused with 400, code 81053 "An A, AAAA, or CNAME record with that host
+//!   already exists." (81054 for a CNAME beside other records); `proxied` stored and shown.
+//!
+//! Not reproduced: other record types, the proxy itself, comments and tags, `name.exact` and
 //! other filter operators, the propagation delay to the edge.
 
 use std::collections::BTreeMap;
@@ -38,9 +43,11 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub struct FakeRecord {
     pub id: String,
+    pub rtype: String,
     pub name: String,
     pub content: String,
     pub ttl: u32,
+    pub proxied: bool,
 }
 
 #[derive(Default)]
@@ -126,14 +133,39 @@ impl Fake {
         let zone = i.zones.get_mut(&self.zone_id).expect("the zone");
         zone.records.push(FakeRecord {
             id,
+            rtype: "TXT".into(),
             name: name.to_owned(),
             content: stored_content(content),
             ttl,
+            proxied: false,
+        });
+    }
+
+    /// Adds an address record (A, AAAA, CNAME) as someone else would.
+    pub fn add_raw_address(&self, name: &str, rtype: &str, content: &str) {
+        let mut i = self.inner.lock().expect("fake state");
+        let id = new_id(&mut i);
+        let zone = i.zones.get_mut(&self.zone_id).expect("the zone");
+        zone.records.push(FakeRecord {
+            id,
+            rtype: rtype.to_owned(),
+            name: name.to_owned(),
+            content: content.to_owned(),
+            ttl: 300,
+            proxied: false,
         });
     }
 
     /// The records at `name`, in creation order.
     pub fn records(&self, name: &str) -> Vec<FakeRecord> {
+        self.all_records(name)
+            .into_iter()
+            .filter(|r| r.rtype == "TXT")
+            .collect()
+    }
+
+    /// The records of every type at `name`, in creation order.
+    pub fn all_records(&self, name: &str) -> Vec<FakeRecord> {
         let i = self.inner.lock().expect("fake state");
         i.zones[&self.zone_id]
             .records
@@ -246,8 +278,9 @@ fn gate(i: &mut Inner, headers: &HeaderMap, call: String) -> Result<Vec<String>,
 }
 
 fn record_json(r: &FakeRecord, zone: &str) -> Value {
-    json!({"id": r.id, "type": "TXT", "name": r.name, "content": r.content, "ttl": r.ttl,
-        "proxiable": false, "proxied": false, "zone_name": zone, "settings": {}, "meta": {},
+    let proxiable = r.rtype != "TXT";
+    json!({"id": r.id, "type": r.rtype, "name": r.name, "content": r.content, "ttl": r.ttl,
+        "proxiable": proxiable, "proxied": r.proxied, "zone_name": zone, "settings": {}, "meta": {},
         "comment": null, "tags": []})
 }
 
@@ -302,7 +335,7 @@ async fn list_records(
     let all: Vec<&FakeRecord> = z
         .records
         .iter()
-        .filter(|_| q.get("type").is_none_or(|t| t == "TXT"))
+        .filter(|r| q.get("type").is_none_or(|t| *t == r.rtype))
         .filter(|r| q.get("name").is_none_or(|n| *n == r.name))
         .collect();
     let total_pages = all.len().div_ceil(per_page).max(1);
@@ -336,9 +369,10 @@ fn check_new(
     records: &[FakeRecord],
     body: &Value,
     zone: &str,
-) -> Result<(String, String, u32), (StatusCode, u32, String)> {
+) -> Result<FakeRecord, (StatusCode, u32, String)> {
     let bad = |m: &str| (StatusCode::BAD_REQUEST, 9000, m.to_owned());
-    if body["type"] != "TXT" {
+    let rtype = body["type"].as_str().unwrap_or_default().to_owned();
+    if !matches!(rtype.as_str(), "TXT" | "CNAME" | "A" | "AAAA") {
         return Err(bad("DNS record type is invalid."));
     }
     let name = body["name"]
@@ -352,15 +386,38 @@ fn check_new(
             "Content for name is invalid: not in the zone.".into(),
         ));
     }
-    let content = stored_content(
-        body["content"]
-            .as_str()
-            .ok_or_else(|| bad("content is required"))?,
-    );
+    let raw = body["content"]
+        .as_str()
+        .ok_or_else(|| bad("content is required"))?;
+    let content = match rtype.as_str() {
+        "TXT" => stored_content(raw),
+        "A" if raw.parse::<std::net::Ipv4Addr>().is_err() => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                9005,
+                "Content for A record is invalid. Must be a valid IPv4 address".into(),
+            ));
+        }
+        "AAAA" if raw.parse::<std::net::Ipv6Addr>().is_err() => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                9005,
+                "Content for AAAA record is invalid. Must be a valid IPv6 address".into(),
+            ));
+        }
+        "CNAME" if raw.is_empty() || raw.contains(' ') => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                9007,
+                "Content for CNAME record is invalid.".into(),
+            ));
+        }
+        _ => raw.to_owned(),
+    };
     let ttl = body["ttl"].as_u64().unwrap_or(1) as u32;
     if records
         .iter()
-        .any(|r| r.name == name && r.content == content)
+        .any(|r| r.name == name && r.rtype == rtype && r.content == content)
     {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -368,7 +425,29 @@ fn check_new(
             "An identical record already exists.".into(),
         ));
     }
-    Ok((name, content, ttl))
+    let at_name = || records.iter().filter(|r| r.name == name);
+    if rtype == "CNAME" && at_name().next().is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            81054,
+            "A CNAME record with that host already exists.".into(),
+        ));
+    }
+    if at_name().any(|r| r.rtype == "CNAME") {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            81053,
+            "An A, AAAA, or CNAME record with that host already exists.".into(),
+        ));
+    }
+    Ok(FakeRecord {
+        id: String::new(),
+        rtype,
+        name,
+        content,
+        ttl,
+        proxied: body["proxied"].as_bool().unwrap_or(false),
+    })
 }
 
 async fn create_record(
@@ -388,13 +467,8 @@ async fn create_record(
     let id = new_id(&mut i);
     let z = i.zones.get_mut(&zone).expect("the zone");
     match check_new(&z.records, &body, &z.name) {
-        Ok((name, content, ttl)) => {
-            let r = FakeRecord {
-                id,
-                name,
-                content,
-                ttl,
-            };
+        Ok(new) => {
+            let r = FakeRecord { id, ..new };
             let out = record_json(&r, &z.name);
             z.records.push(r);
             envelope(StatusCode::OK, out, None)
@@ -465,12 +539,10 @@ async fn batch(
     let mut posted = Vec::new();
     for p in body["posts"].as_array().cloned().unwrap_or_default() {
         match check_new(&records, &p, &zone_name) {
-            Ok((name, content, ttl)) => {
+            Ok(new) => {
                 let r = FakeRecord {
                     id: new_id(&mut i),
-                    name,
-                    content,
-                    ttl,
+                    ..new
                 };
                 posted.push(record_json(&r, &zone_name));
                 records.push(r);

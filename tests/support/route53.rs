@@ -126,6 +126,45 @@ impl Route53 {
         .await
     }
 
+    /// The values of the `rtype` set at `name`, as Route 53 (moto) lists them.
+    pub async fn values_of(&self, zone: &str, name: &str, rtype: &str) -> Vec<String> {
+        let id = self.zone_id(zone).await;
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/2013-04-01/hostedzone/{id}/rrset?name={name}.&type={rtype}&maxitems=1"),
+                "",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let Some(start) = body.find("<ResourceRecordSet>") else {
+            return Vec::new();
+        };
+        let set = &body[start..];
+        let same = set.contains(&format!("<Name>{name}.</Name>"))
+            && set.contains(&format!("<Type>{rtype}</Type>"));
+        if !same {
+            return Vec::new();
+        }
+        let mut values = Vec::new();
+        let mut rest = set;
+        while let Some(s) = rest.find("<Value>") {
+            let Some(e) = rest[s..].find("</Value>") else {
+                break;
+            };
+            values.push(rest[s + 7..s + e].to_owned());
+            rest = &rest[s + e..];
+        }
+        values
+    }
+
+    /// Creates an address record set as someone else would.
+    pub async fn add_foreign_address(&self, zone: &str, name: &str, rtype: &str, value: &str) {
+        let changes = change_of("CREATE", name, rtype, 300, &[value.to_owned()]);
+        let (status, body) = self.change(zone, &changes).await;
+        assert_eq!(status, 200, "side-door change: {body}");
+    }
+
     /// Adds one TXT record (presentation form) at `name` beside the others, as someone else
     /// would: DELETE the set as it is and CREATE it with the new value.
     pub async fn add_foreign(&self, zone: &str, name: &str, ttl: u32, presentation: &str) {
@@ -145,8 +184,13 @@ impl Route53 {
     }
 }
 
-/// One `<Change>` element.
+/// One `<Change>` element of a TXT set.
 pub fn change(action: &str, name: &str, ttl: u32, values: &[String]) -> String {
+    change_of(action, name, "TXT", ttl, values)
+}
+
+/// One `<Change>` element.
+pub fn change_of(action: &str, name: &str, rtype: &str, ttl: u32, values: &[String]) -> String {
     let records: String = values
         .iter()
         .map(|v| {
@@ -157,7 +201,7 @@ pub fn change(action: &str, name: &str, ttl: u32, values: &[String]) -> String {
         })
         .collect();
     format!(
-        "<Change><Action>{action}</Action><ResourceRecordSet><Name>{name}.</Name><Type>TXT</Type><TTL>{ttl}</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet></Change>"
+        "<Change><Action>{action}</Action><ResourceRecordSet><Name>{name}.</Name><Type>{rtype}</Type><TTL>{ttl}</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet></Change>"
     )
 }
 
