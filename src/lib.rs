@@ -8,4 +8,5 @@ pub mod dns;
 pub mod domain;
 pub mod metrics;
 pub mod model;
+pub mod report;
 pub mod serve;

@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("metrics", &[]),
     ("model", &["api", "domain"]),
+    ("report", &["domain"]),
     ("dns", &["api", "domain"]),
     ("checks", &["api", "domain", "model"]),
     ("admin", &["metrics"]),
