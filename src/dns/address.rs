@@ -44,6 +44,21 @@ impl AddressSet {
         set
     }
 
+    /// Adds one record as a provider's API shows it (`CNAME` target with or without the root
+    /// dot, an address in text). Other types are not address records: `Ok(false)`. A value
+    /// that cannot be read is an error naming it.
+    pub fn add(&mut self, rtype: &str, value: &str, ttl: u32) -> Result<bool, String> {
+        let unreadable = || format!("{rtype} content `{value}` cannot be read");
+        match rtype {
+            "CNAME" => self.cname = Some(value.trim_end_matches('.').to_ascii_lowercase()),
+            "A" => self.a.push(value.parse().map_err(|_| unreadable())?),
+            "AAAA" => self.aaaa.push(value.parse().map_err(|_| unreadable())?),
+            _ => return Ok(false),
+        }
+        self.ttl = ttl;
+        Ok(true)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.cname.is_none() && self.a.is_empty() && self.aaaa.is_empty()
     }
@@ -155,6 +170,25 @@ mod tests {
             }
         );
         assert_eq!(plan(name, None, &foreign, false), Step::Nothing);
+    }
+
+    #[test]
+    fn records_are_read_the_way_apis_show_them() {
+        let mut set = AddressSet::default();
+        assert_eq!(set.add("CNAME", "LB.Example.NET.", 60), Ok(true));
+        assert_eq!(
+            set.add("TXT", "v=spf1 -all", 1),
+            Ok(false),
+            "not an address"
+        );
+        assert_eq!(set.add("AAAA", "2001:db8::1", 60), Ok(true));
+        assert!(
+            set.add("A", "192.0.2.300", 60)
+                .unwrap_err()
+                .contains("192.0.2.300")
+        );
+        assert_eq!(set.cname.as_deref(), Some("lb.example.net"));
+        assert_eq!((set.a.len(), set.aaaa.len(), set.ttl), (0, 1, 60));
     }
 
     #[test]

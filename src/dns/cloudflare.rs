@@ -429,18 +429,8 @@ impl Cloudflare {
             .collect();
         let mut set = AddressSet::default();
         for r in &records {
-            let unreadable = || {
-                DnsError::Server(format!(
-                    "cloudflare: {} content `{}` at {name} cannot be read",
-                    r.rtype, r.content
-                ))
-            };
-            match r.rtype.as_str() {
-                "CNAME" => set.cname = Some(r.content.trim_end_matches('.').to_ascii_lowercase()),
-                "A" => set.a.push(r.content.parse().map_err(|_| unreadable())?),
-                _ => set.aaaa.push(r.content.parse().map_err(|_| unreadable())?),
-            }
-            set.ttl = r.ttl;
+            set.add(&r.rtype, &r.content, r.ttl)
+                .map_err(|e| DnsError::Server(format!("cloudflare: {e} at {name}")))?;
         }
         Ok((set, records))
     }

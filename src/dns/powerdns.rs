@@ -191,33 +191,11 @@ impl PowerDns {
     }
 
     async fn address(&self, zone: &str, name: &str) -> Result<AddressSet, DnsError> {
-        let unreadable = |rtype: &str, content: &str| {
-            DnsError::Server(format!(
-                "powerdns: {rtype} content `{content}` at {name} cannot be read"
-            ))
-        };
         let mut set = AddressSet::default();
         for rrset in self.rrsets_at(zone, name).await? {
             for record in rrset.records.iter().filter(|r| !r.disabled) {
-                match rrset.rtype.as_str() {
-                    "CNAME" => {
-                        set.cname = Some(record.content.trim_end_matches('.').to_ascii_lowercase());
-                    }
-                    "A" => set.a.push(
-                        record
-                            .content
-                            .parse()
-                            .map_err(|_| unreadable("A", &record.content))?,
-                    ),
-                    "AAAA" => set.aaaa.push(
-                        record
-                            .content
-                            .parse()
-                            .map_err(|_| unreadable("AAAA", &record.content))?,
-                    ),
-                    _ => continue,
-                }
-                set.ttl = rrset.ttl.unwrap_or_default();
+                set.add(&rrset.rtype, &record.content, rrset.ttl.unwrap_or_default())
+                    .map_err(|e| DnsError::Server(format!("powerdns: {e} at {name}")))?;
             }
         }
         Ok(set)

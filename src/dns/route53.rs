@@ -883,19 +883,9 @@ fn address_of(name: &str, raw: &[ApiRRset]) -> Result<AddressSet, DnsError> {
     let mut set = AddressSet::default();
     for rrset in raw {
         for value in rrset.values() {
-            let unreadable = || {
-                DnsError::Server(format!(
-                    "route53: {} value `{value}` at {name} cannot be read",
-                    rrset.rtype
-                ))
-            };
-            match rrset.rtype.as_str() {
-                "CNAME" => set.cname = Some(value.trim_end_matches('.').to_ascii_lowercase()),
-                "A" => set.a.push(value.parse().map_err(|_| unreadable())?),
-                _ => set.aaaa.push(value.parse().map_err(|_| unreadable())?),
-            }
+            set.add(&rrset.rtype, value, rrset.ttl.unwrap_or_default())
+                .map_err(|e| DnsError::Server(format!("route53: {e} at {name}")))?;
         }
-        set.ttl = rrset.ttl.unwrap_or_default();
     }
     Ok(set)
 }
