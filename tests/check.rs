@@ -14,10 +14,7 @@ use support::tls::{Https, Pki, Smtp};
 use support::{TestEnv, random_suffix};
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    support::free_addr()
 }
 
 fn maildomain_yaml(domain: &str) -> String {

@@ -19,8 +19,7 @@ use support::{TestEnv, random_suffix};
 const MANAGER: &str = "mailsec-test";
 
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    support::free_addr()
 }
 
 /// A controller and a policy server for one test namespace, as tasks of the test's runtime.

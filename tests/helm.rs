@@ -1016,8 +1016,7 @@ async fn helm_install_creates_the_objects_and_uninstall_keeps_the_crds() {
 }
 
 fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    support::free_addr()
 }
 
 /// A kubeconfig that acts as `user` (the `as:` field of every user entry), written 0600 next to

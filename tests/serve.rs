@@ -18,10 +18,7 @@ const POLICY: &str =
     "version: STSv1\r\nmode: testing\r\nmx: mx1.example.test\r\nmax_age: 86400\r\n";
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+    support::free_addr()
 }
 
 /// A MailDomain whose status says which policy to serve (as the controller would set it).

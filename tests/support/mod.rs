@@ -589,6 +589,26 @@ pub async fn delete_namespace(client: &Client, name: &str) -> Result<(), String>
 
 /// A short random lowercase-hex suffix for names (namespaces, DNS labels). Uses std only:
 /// std's per-process random hash keys, the time, the PID and a counter.
+/// A loopback address with a free TCP port, for a server a test starts. Below the ephemeral
+/// range (32768 and up on Linux), so that no outgoing connection of a concurrent test can take
+/// the port between this check and the server's bind (that race made a controller fail with
+/// "Address already in use"); each port is handed out once per test process.
+pub fn free_addr() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(97) % SPAN;
+    for _ in 0..SPAN {
+        let port = FIRST + (base + NEXT.fetch_add(1, Ordering::SeqCst)) % SPAN;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
+}
+
 pub fn random_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

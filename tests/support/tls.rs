@@ -10,11 +10,7 @@ use mailsec_operator::serve::tls::Source;
 use super::random_suffix;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    super::free_addr().port()
 }
 
 /// A test CA, and certificate files for `names` signed by it.
