@@ -14,13 +14,15 @@
 //! `--skip-download`, without its update check, from a scratch directory with its own HOME: it
 //! asks no server and reads no configuration but the one given.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::process::Run;
 
 use serde_json::{Value, json};
 
@@ -28,14 +30,6 @@ const CHART: &str = "charts/mailsec-operator";
 const NAMESPACE: &str = "mailsec-system";
 /// checkov's passed checks over the default rendering before the NetworkPolicies (3.3.30).
 const PASSED_BEFORE: u64 = 217;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
 
 /// Scratch space under target/ (renderings, checkov's HOME, helm's home, outputs).
 fn scratch() -> PathBuf {
@@ -54,58 +48,16 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-struct Run {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with a time limit; output goes through files, so that a large output cannot
-/// block the child while we wait (the pattern of tests/helm.rs).
+/// [`support::process::run_bounded`] with this file's scratch directory.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> Run {
-    let id = unique("run");
-    let (out_path, err_path) = (
-        scratch().join(format!("{id}.out")),
-        scratch().join(format!("{id}.err")),
-    );
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |p: &PathBuf| {
-        let text = std::fs::read_to_string(p).unwrap_or_default();
-        let _ = std::fs::remove_file(p);
-        text
-    };
-    Run {
-        ok: status.success(),
-        status: status.to_string(),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    }
+    support::process::run_bounded(cmd, limit, &scratch())
 }
 
 /// A tool of the tools bin directory (`scripts/tools.sh bindir`). `None`: the test is skipped,
 /// said loudly on stderr; with `CI=true` it fails instead.
 fn tool(name: &str) -> Option<PathBuf> {
     let why = match Command::new("bash")
-        .arg(repo_root().join("scripts/tools.sh"))
+        .arg(support::repo_root().join("scripts/tools.sh"))
         .arg("bindir")
         .output()
     {
@@ -120,7 +72,7 @@ fn tool(name: &str) -> Option<PathBuf> {
         Err(e) => format!("scripts/tools.sh bindir: {e}"),
     };
     assert!(
-        !in_ci(),
+        !support::in_ci(),
         "{name} unavailable and CI=true, failing instead of skipping: {why} (scripts/tools.sh installs it)"
     );
     // Straight to stderr: libtest captures eprintln! of passing tests, and a skip must show.
@@ -140,7 +92,7 @@ fn render(helm: &Path, sets: &[&str]) -> String {
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_DATA_HOME", home.join("data"))
-        .current_dir(repo_root());
+        .current_dir(support::repo_root());
     for set in sets {
         cmd.args(["--set", set]);
     }
@@ -189,7 +141,7 @@ fn checkov(checkov: &Path, dir: &Path, files: &[String], with_config: bool) -> R
     cmd.args(["--skip-download", "--soft-fail", "--output", "json"]);
     if with_config {
         cmd.arg("--config-file")
-            .arg(repo_root().join(CHART).join(".checkov.yaml"));
+            .arg(support::repo_root().join(CHART).join(".checkov.yaml"));
     } else {
         cmd.args(["--framework", "kubernetes"]);
     }
@@ -245,7 +197,7 @@ fn checkov(checkov: &Path, dir: &Path, files: &[String], with_config: bool) -> R
 
 /// The checks `.checkov.yaml` skips, each asserted to come after a comment that names it.
 fn skipped_checks() -> BTreeSet<String> {
-    let path = repo_root().join(CHART).join(".checkov.yaml");
+    let path = support::repo_root().join(CHART).join(".checkov.yaml");
     let text = std::fs::read_to_string(&path).expect("read .checkov.yaml");
     let config: Value = serde_saphyr::from_str(&text).expect(".checkov.yaml is YAML");
     let skips: BTreeSet<String> = config["skip-check"]
@@ -276,7 +228,8 @@ fn skipped_checks() -> BTreeSet<String> {
 
 /// The README's "Chart security" subsection.
 fn readme_chart_security() -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("read README.md");
+    let readme =
+        std::fs::read_to_string(support::repo_root().join("README.md")).expect("read README.md");
     let start = readme
         .find("### Chart security")
         .expect("README.md has a \"### Chart security\" subsection");
@@ -331,8 +284,8 @@ fn each_skipped_check_still_fails_without_the_skip_and_is_justified() {
     let skips = skipped_checks();
     assert!(!skips.is_empty(), "nothing is skipped: remove the list");
     let readme = readme_chart_security();
-    let values =
-        std::fs::read_to_string(repo_root().join(CHART).join("values.yaml")).expect("values.yaml");
+    let values = std::fs::read_to_string(support::repo_root().join(CHART).join("values.yaml"))
+        .expect("values.yaml");
     for id in &skips {
         assert!(
             readme.contains(id.as_str()),
@@ -617,7 +570,7 @@ fn the_network_policies_allow_each_role_what_it_needs_and_nothing_else() {
             .env("HELM_CACHE_HOME", home.join("cache"))
             .env("HELM_CONFIG_HOME", home.join("config"))
             .env("HELM_DATA_HOME", home.join("data"))
-            .current_dir(repo_root()),
+            .current_dir(support::repo_root()),
         Duration::from_secs(120),
     );
     assert!(
@@ -631,7 +584,8 @@ fn the_network_policies_allow_each_role_what_it_needs_and_nothing_else() {
 fn the_image_is_pulled_always_by_tag_and_if_not_present_by_digest() {
     let Some(helm) = tool("helm") else { return };
     let chart: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo_root().join(CHART).join("Chart.yaml")).expect("Chart.yaml"),
+        &std::fs::read_to_string(support::repo_root().join(CHART).join("Chart.yaml"))
+            .expect("Chart.yaml"),
     )
     .expect("Chart.yaml is YAML");
     let by_tag = format!(

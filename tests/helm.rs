@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::process::Run;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
@@ -55,51 +56,9 @@ fn scratch() -> PathBuf {
     dir
 }
 
-struct Run {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with a time limit. Output goes through files, so that a large output (a rendered
-/// chart) cannot block the child while we wait for it.
+/// [`support::process::run_bounded`] with this file's scratch directory.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> Run {
-    let id = random_suffix();
-    let (out_path, err_path) = (
-        scratch().join(format!("{id}.out")),
-        scratch().join(format!("{id}.err")),
-    );
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |p: &PathBuf| {
-        let text = std::fs::read_to_string(p).unwrap_or_default();
-        let _ = std::fs::remove_file(p);
-        text
-    };
-    Run {
-        ok: status.success(),
-        status: status.to_string(),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    }
+    support::process::run_bounded(cmd, limit, &scratch())
 }
 
 /// Runs helm (from the tools directory) against the environment, with a home of its own.
@@ -1108,6 +1067,18 @@ impl Drop for Process {
     }
 }
 
+/// The release's controller and policy server Deployments, as the API server has them.
+fn deployments(env: &TestEnv, ns: &str, full: &str) -> (Value, Value) {
+    let get = |name: String| -> Value {
+        serde_json::from_str(&env.kubectl_ok(["get", "deployment", &name, "-n", ns, "-o", "json"]))
+            .expect("json")
+    };
+    (
+        get(format!("{full}-controller")),
+        get(format!("{full}-serve")),
+    )
+}
+
 /// `mailsec serve` and `mailsec controller` run as the chart's Deployments would run them: the
 /// containers' command lines and environments, as their ServiceAccounts; only the addresses
 /// move to loopback, and the controller's policy server URL (the Service in a cluster) is the
@@ -1379,20 +1350,7 @@ async fn the_charts_rbac_is_enough_for_controller_and_serve() {
         ],
         false,
     );
-    let deployment = |name: String| -> Value {
-        serde_json::from_str(&env.kubectl_ok([
-            "get",
-            "deployment",
-            &name,
-            "-n",
-            op.name(),
-            "-o",
-            "json",
-        ]))
-        .expect("json")
-    };
-    let controller_deployment = deployment(format!("{full}-controller"));
-    let serve_deployment = deployment(format!("{full}-serve"));
+    let (controller_deployment, serve_deployment) = deployments(env, op.name(), &full);
     assert_eq!(
         controller_deployment["spec"]["template"]["spec"]["serviceAccountName"],
         format!("{full}-controller")
@@ -1630,20 +1588,7 @@ async fn a_default_install_runs_the_live_checks() {
         &["--set", "crds.install=false", "--set", &watch],
     );
     let cluster_provider = format!("helm-{suffix}");
-    let deployment = |name: String| -> Value {
-        serde_json::from_str(&env.kubectl_ok([
-            "get",
-            "deployment",
-            &name,
-            "-n",
-            op.name(),
-            "-o",
-            "json",
-        ]))
-        .expect("json")
-    };
-    let controller_deployment = deployment(format!("{full}-controller"));
-    let serve_deployment = deployment(format!("{full}-serve"));
+    let (controller_deployment, serve_deployment) = deployments(env, op.name(), &full);
     assert!(
         !args_of(&controller_deployment)
             .iter()

@@ -13,26 +13,20 @@
 //!
 //! A missing tool skips a test loudly, or fails it with `CI=true`.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::process::Run;
 
 use serde_json::Value;
 
 const WORKFLOWS: &str = ".github/workflows";
 const RELEASE: &str = ".github/workflows/release.yml";
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
 
 fn scratch() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("release-tests");
@@ -49,58 +43,16 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-struct Run {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with a time limit; output goes through files, so that a large output cannot
-/// block the child while we wait (the pattern of tests/helm.rs).
+/// [`support::process::run_bounded`] with this file's scratch directory.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> Run {
-    let id = unique("run");
-    let (out_path, err_path) = (
-        scratch().join(format!("{id}.out")),
-        scratch().join(format!("{id}.err")),
-    );
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |p: &PathBuf| {
-        let text = std::fs::read_to_string(p).unwrap_or_default();
-        let _ = std::fs::remove_file(p);
-        text
-    };
-    Run {
-        ok: status.success(),
-        status: status.to_string(),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-    }
+    support::process::run_bounded(cmd, limit, &scratch())
 }
 
 /// Says that a test is skipped (on stderr, which libtest does not capture when written to
 /// directly), or fails it with `CI=true`.
 fn unavailable(what: &str, why: &str) {
     assert!(
-        !in_ci(),
+        !support::in_ci(),
         "{what} unavailable and CI=true, failing instead of skipping: {why} (scripts/tools.sh installs it)"
     );
     let test = std::thread::current().name().unwrap_or("?").to_owned();
@@ -113,7 +65,7 @@ fn unavailable(what: &str, why: &str) {
 /// A tool of the tools bin directory (`scripts/tools.sh bindir`).
 fn tool(name: &str) -> Option<PathBuf> {
     let why = match Command::new("bash")
-        .arg(repo_root().join("scripts/tools.sh"))
+        .arg(support::repo_root().join("scripts/tools.sh"))
         .arg("bindir")
         .output()
     {
@@ -145,7 +97,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn workflow_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(WORKFLOWS))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(support::repo_root().join(WORKFLOWS))
         .expect("read .github/workflows")
         .map(|e| e.expect("directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
@@ -167,7 +119,7 @@ fn the_workflows_pass_actionlint_with_shellcheck() {
             // No Python in the workflows: pyflakes is not asked for.
             .arg("-pyflakes=")
             .args(workflow_files())
-            .current_dir(repo_root()),
+            .current_dir(support::repo_root()),
         Duration::from_secs(120),
     );
     assert!(
@@ -178,7 +130,7 @@ fn the_workflows_pass_actionlint_with_shellcheck() {
 }
 
 fn yaml_file(path: &str) -> Value {
-    let text = std::fs::read_to_string(repo_root().join(path))
+    let text = std::fs::read_to_string(support::repo_root().join(path))
         .unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
 }
@@ -295,7 +247,7 @@ fn the_release_workflow_publishes_the_image_and_the_chart_with_least_privilege()
         .collect();
     assert_eq!(platforms, BTreeSet::from(["linux/amd64", "linux/arm64"]));
     assert_eq!(with["file"], "Dockerfile");
-    assert!(repo_root().join("Dockerfile").is_file());
+    assert!(support::repo_root().join("Dockerfile").is_file());
     assert_eq!(with["push"], true);
     assert_eq!(with["sbom"], true);
     assert_eq!(with["provenance"], "mode=max");
@@ -420,7 +372,8 @@ struct BuildStage {
 }
 
 fn build_stage() -> BuildStage {
-    let text = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("read Dockerfile");
+    let text =
+        std::fs::read_to_string(support::repo_root().join("Dockerfile")).expect("read Dockerfile");
     let instructions = dockerfile_instructions(&text);
     // Stages start at FROM; the build stage is the one that runs `cargo build`.
     let mut stages: Vec<Vec<(String, String)>> = Vec::new();
@@ -499,7 +452,7 @@ fn build_stage() -> BuildStage {
 /// Docker's rules: the last pattern that matches decides, `!` re-includes. Only the forms
 /// this repository uses are understood (`*`, a plain name, with `!`); others fail the test.
 fn docker_context_includes(path: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(repo_root().join(".dockerignore")) else {
+    let Ok(text) = std::fs::read_to_string(support::repo_root().join(".dockerignore")) else {
         return true;
     };
     let mut included = true;
@@ -566,7 +519,7 @@ fn the_dockerfile_cargo_build_is_locked_and_resolves_in_its_build_context() {
     }
 
     // The builder's Rust is at least the crate's rust-version.
-    let manifest: toml_lite::Manifest = toml_lite::read(&repo_root().join("Cargo.toml"));
+    let manifest: toml_lite::Manifest = toml_lite::read(&support::repo_root().join("Cargo.toml"));
     let tag = stage
         .base
         .split_once(':')
@@ -648,7 +601,7 @@ fn the_dockerfile_cargo_build_is_locked_and_resolves_in_its_build_context() {
             docker_context_includes(source),
             "the build stage copies {source}, which .dockerignore leaves out of the context"
         );
-        let from = repo_root().join(source);
+        let from = support::repo_root().join(source);
         assert!(
             from.exists(),
             "the build stage copies {source}, which does not exist"

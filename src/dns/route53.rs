@@ -356,32 +356,34 @@ impl Route53 {
 
     /// The TXT record set at `name`, raw.
     async fn rrset(&self, zone_id: &str, name: &str) -> Result<Option<ApiRRset>, DnsError> {
-        let body = self
-            .call(
-                Method::GET,
-                &format!(
-                    "/2013-04-01/hostedzone/{zone_id}/rrset?name={}&type=TXT&maxitems=1",
-                    aws_encode(&fqdn(name))
-                ),
-                None,
-            )
-            .await?;
-        let listed: ListResourceRecordSetsResponse = parse(&body)?;
-        Ok(listed
-            .resource_record_sets
-            .resource_record_set
+        Ok(self
+            .rrsets_at(zone_id, name, "&type=TXT&maxitems=1")
+            .await?
             .into_iter()
-            .find(|r| r.rtype == "TXT" && r.name.eq_ignore_ascii_case(&fqdn(name))))
+            .find(|r| r.rtype == "TXT"))
     }
 
     /// The CNAME, A and AAAA record sets at `name`, raw (a name has a handful of types at
     /// most; the listing starts at the name and is cut to it).
     async fn address_rrsets(&self, zone_id: &str, name: &str) -> Result<Vec<ApiRRset>, DnsError> {
+        let mut sets = self.rrsets_at(zone_id, name, "&maxitems=20").await?;
+        sets.retain(|r| matches!(r.rtype.as_str(), "CNAME" | "A" | "AAAA"));
+        Ok(sets)
+    }
+
+    /// The record sets the listing from `name` returns (`query`: type and page size) that are
+    /// at `name` itself: Route 53 lists from a name onwards.
+    async fn rrsets_at(
+        &self,
+        zone_id: &str,
+        name: &str,
+        query: &str,
+    ) -> Result<Vec<ApiRRset>, DnsError> {
         let body = self
             .call(
                 Method::GET,
                 &format!(
-                    "/2013-04-01/hostedzone/{zone_id}/rrset?name={}&maxitems=20",
+                    "/2013-04-01/hostedzone/{zone_id}/rrset?name={}{query}",
                     aws_encode(&fqdn(name))
                 ),
                 None,
@@ -393,7 +395,6 @@ impl Route53 {
             .resource_record_set
             .into_iter()
             .filter(|r| r.name.eq_ignore_ascii_case(&fqdn(name)))
-            .filter(|r| matches!(r.rtype.as_str(), "CNAME" | "A" | "AAAA"))
             .collect())
     }
 
