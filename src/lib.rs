@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod dns;
 pub mod domain;
+pub mod intake;
 pub mod metrics;
 pub mod model;
 pub mod report;

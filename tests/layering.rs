@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("model", &["api", "domain"]),
     ("report", &["domain"]),
+    ("intake", &["admin", "api", "domain", "metrics", "report"]),
     ("dns", &["api", "domain"]),
     ("checks", &["api", "domain", "model"]),
     ("admin", &["metrics"]),
@@ -19,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "controller",
         &[
-            "admin", "api", "checks", "dns", "domain", "metrics", "model",
+            "admin", "api", "checks", "dns", "domain", "metrics", "model", "report",
         ],
     ),
     (
@@ -31,8 +32,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "controller",
             "dns",
             "domain",
+            "intake",
             "metrics",
             "model",
+            "report",
             "serve",
         ],
     ),
