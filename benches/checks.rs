@@ -194,7 +194,7 @@ fn desired(domain: &str, mx: &str) -> Desired {
         "dmarc": {"policy": "reject"},
     }))
     .expect("spec");
-    let valid = validate(&spec, &SecretData::new()).expect("valid");
+    let valid = validate(&spec, &SecretData::new(), None).expect("valid");
     build(&valid.config)
 }
 

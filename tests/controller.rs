@@ -17,6 +17,8 @@ use support::maildomain::{condition, ready, wait_for};
 use support::{TestEnv, random_suffix};
 
 const MANAGER: &str = "mailsec-test";
+/// The report receiver the test controllers name for `tlsRpt.receive`.
+const REPORT_URL: &str = "https://tlsrpt.example.test/v1/reports";
 
 fn free_addr() -> SocketAddr {
     support::free_addr()
@@ -67,6 +69,11 @@ impl Operator {
                     cluster_domain: "cluster.local".into(),
                 },
                 checks,
+                report_url: Some(
+                    mailsec_operator::domain::tlsrpt::ReportUri::parse(REPORT_URL)
+                        .expect("report url"),
+                ),
+                report_retention: Default::default(),
             },
             admin_addr: admin,
             leader_election,

@@ -46,7 +46,7 @@ fn full_example() -> Desired {
             _ => {}
         }
     }
-    let valid = validate(&spec.expect("a MailDomain"), &secrets).expect("valid");
+    let valid = validate(&spec.expect("a MailDomain"), &secrets, None).expect("valid");
     build(&valid.config)
 }
 

@@ -202,7 +202,7 @@ fn pass(md: &MailDomain, old: &MailDomainStatus, world: &World) -> MailDomainSta
     let generation = md.metadata.generation;
     let mut stages = Stages::default();
     let done = |stages: &Stages| compute(old, stages, generation, now);
-    let valid = match validate::validate(&md.spec, &validate::SecretData::new()) {
+    let valid = match validate::validate(&md.spec, &validate::SecretData::new(), None) {
         Ok(v) => v,
         Err(invalid) => {
             stages.failed = Some((Stage::Validate, Error::InvalidSpec(invalid)));
@@ -217,6 +217,7 @@ fn pass(md: &MailDomain, old: &MailDomainStatus, world: &World) -> MailDomainSta
         force_enforce: false,
         skip_withdrawal: false,
         generation,
+        promotion: None,
         now,
     };
     let decision = rollout::decide(old, &inputs);

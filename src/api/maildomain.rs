@@ -158,6 +158,36 @@ pub struct MtaStsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-map-type" = "atomic"))]
     pub policy_host: Option<PolicyHostSpec>,
+    /// Move a `testing` policy to `enforce` on evidence: once the received TLS reports (see
+    /// `tlsRpt.receive`) about the policy served show that many consecutive clean UTC days
+    /// from enough distinct reporters, and the live checks pass. Takes effect while `mode` is
+    /// `testing`; once promoted the policy stays `enforce` (`status.promotedAt`) until `mode`
+    /// or `promote` changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<PromoteSpec>,
+}
+
+/// When a `testing` policy is promoted to `enforce`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromoteSpec {
+    /// Consecutive UTC days with reports and no failed session. A day without any report is
+    /// not clean.
+    #[serde(default = "default_clean_days")]
+    #[schemars(with = "i32", range(min = 1, max = 90))]
+    pub after_clean_days: u32,
+    /// Distinct reporting organisations over those days.
+    #[serde(default = "default_min_reporters")]
+    #[schemars(with = "i32", range(min = 1, max = 20))]
+    pub min_reporters: u32,
+}
+
+fn default_clean_days() -> u32 {
+    14
+}
+
+fn default_min_reporters() -> u32 {
+    2
 }
 
 fn default_max_age() -> u32 {
@@ -294,12 +324,21 @@ fn default_issuer_kind() -> String {
 
 /// TLS-RPT settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.rua) && size(self.rua) > 0) || (has(self.receive) && self.receive)").message("list at least one rua destination, or set receive: true"))]
 pub struct TlsRptSpec {
     /// Where senders send daily TLS reports: `mailto:` addresses or `https://` URLs. Commas,
     /// `!` and `;` inside a URI are percent-encoded when published.
-    #[schemars(length(min = 1, max = 10), inner(length(min = 1, max = 512)))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 512)))]
     #[x_kube(validation = Rule::new("self.all(u, (u.startsWith('mailto:') && u.contains('@')) || u.startsWith('https://'))").message("each rua must be a mailto: address or an https:// URL"))]
     pub rua: Vec<String>,
+    /// Also send reports to this installation's report receiver (`mailsec receive`, the
+    /// chart's `reports.receiver`): its URL is added to `rua`, and the reports it receives
+    /// become TLSReports, the `tlsReports` summary in status and the `TLSReportsClean`
+    /// condition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub receive: bool,
 }
 
 /// SPF settings.
@@ -476,6 +515,12 @@ pub struct MailDomainStatus {
     /// When the live checks (the *Verified conditions) last ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The received TLS reports, summed over the last 1, 7 and 30 UTC days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_reports: Option<TlsReportsSummary>,
+    /// When `mtaSts.promote` moved the policy from testing to enforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The records the operator manages, with their state in DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordStatus>,
@@ -510,4 +555,54 @@ pub enum RecordState {
     Pending,
     Conflict,
     Error,
+}
+
+/// What the stored TLSReports of a MailDomain say.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsReportsSummary {
+    /// TLSReports stored for this MailDomain.
+    #[schemars(with = "i32")]
+    pub stored: u32,
+    /// The UTC day of the latest report, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<String>,
+    /// Consecutive clean UTC days up to the latest report day (reports, none with a failed
+    /// session, about the policy served).
+    #[schemars(with = "i32")]
+    pub clean_days: u32,
+    /// The last 1, 7 and 30 UTC days (up to today).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<ReportWindow>,
+}
+
+/// Reports of the last `days` UTC days, summed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportWindow {
+    #[schemars(with = "i32")]
+    pub days: u32,
+    #[schemars(with = "i32")]
+    pub reports: u32,
+    /// Distinct reporting organisations (at most 20 named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reporters: Vec<String>,
+    #[schemars(with = "i64")]
+    pub successful: u64,
+    #[schemars(with = "i64")]
+    pub failed: u64,
+    /// Failed sessions by result type and MX, largest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailureCount>,
+}
+
+/// Failed sessions of one result type at one MX.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureCount {
+    pub result_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<String>,
+    #[schemars(with = "i64")]
+    pub sessions: u64,
 }

@@ -52,6 +52,17 @@ pub struct ControllerArgs {
     /// A changed policy's id is published only once this server returns the new policy.
     #[arg(long, env = "MAILSEC_POLICY_SERVER_URL")]
     policy_server_url: Option<url::Url>,
+    /// The public URL of the report receiver (`mailsec receive`), e.g.
+    /// https://tlsrpt.example.net/v1/reports: added to `rua` of MailDomains with
+    /// `tlsRpt.receive: true`.
+    #[arg(long, env = "MAILSEC_REPORT_URL", value_parser = super::render::parse_report_url)]
+    report_url: Option<crate::domain::tlsrpt::ReportUri>,
+    /// TLSReports older than this many days are deleted.
+    #[arg(long, env = "MAILSEC_REPORT_RETENTION_DAYS", default_value_t = 90)]
+    report_retention_days: u32,
+    /// At most this many TLSReports are kept per MailDomain (the newest).
+    #[arg(long, env = "MAILSEC_REPORT_RETENTION_COUNT", default_value_t = 400)]
+    report_retention_count: usize,
     /// The policy server's Service, which the Ingresses of `policyHost.ingress` route to.
     #[arg(
         long,
@@ -191,6 +202,11 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
             operator_namespace: args.namespace,
             policy_server: args.policy_server_url,
             checks,
+            report_url: args.report_url,
+            report_retention: crate::controller::reports::Retention {
+                days: args.report_retention_days,
+                count: args.report_retention_count,
+            },
         },
         admin_addr: args.admin_addr,
         leader_election: args.leader_election,

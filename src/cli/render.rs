@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::api::MailDomain;
 use crate::domain::mtasts::WELL_KNOWN_PATH;
+use crate::domain::tlsrpt::ReportUri;
 use crate::model::desired::{self as build, Desired};
 use crate::model::validate::{self, FieldError, SecretData};
 
@@ -61,6 +62,17 @@ pub struct RenderArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// The report receiver's URL, for MailDomains with `tlsRpt.receive: true` (what the
+    /// controller's --report-url says).
+    #[arg(long, value_parser = parse_report_url)]
+    report_url: Option<ReportUri>,
+}
+
+pub(crate) fn parse_report_url(text: &str) -> Result<ReportUri, String> {
+    if !text.starts_with("https://") {
+        return Err("the report receiver's URL must be https://".into());
+    }
+    ReportUri::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -94,7 +106,7 @@ pub fn run(args: &RenderArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for file in &args.files {
         documents.extend(read_documents(file)?);
     }
-    let (domains, errors) = render_documents(documents);
+    let (domains, errors) = render_documents(documents, args.report_url.as_ref());
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("error: {e}");
@@ -126,7 +138,7 @@ pub(crate) fn desired_from_files(files: &[String]) -> Result<Vec<(String, Desire
     for file in files {
         documents.extend(read_documents(file).map_err(|e| e.to_string())?);
     }
-    let (domains, errors) = render_documents(documents);
+    let (domains, errors) = render_documents(documents, None);
     if errors.is_empty() {
         Ok(domains)
     } else {
@@ -197,7 +209,10 @@ fn describe(value: &serde_json::Value) -> String {
 }
 
 /// Validates and builds every MailDomain; all errors are collected so one run shows them all.
-fn render_documents(documents: Vec<Document>) -> (Vec<(String, Desired)>, Vec<String>) {
+fn render_documents(
+    documents: Vec<Document>,
+    report_url: Option<&ReportUri>,
+) -> (Vec<(String, Desired)>, Vec<String>) {
     let mut errors = Vec::new();
     let mut secrets: BTreeMap<String, SecretData> = BTreeMap::new();
     let mut mail_domains = Vec::new();
@@ -250,7 +265,7 @@ fn render_documents(documents: Vec<Document>) -> (Vec<(String, Desired)>, Vec<St
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = md.metadata.name.clone().unwrap_or_default();
-        match validate::validate(&md.spec, secrets.get(&ns).unwrap_or(&empty)) {
+        match validate::validate(&md.spec, secrets.get(&ns).unwrap_or(&empty), report_url) {
             Ok(valid) => {
                 for w in &valid.warnings {
                     eprintln!("warning: {origin}: {w}");

@@ -28,6 +28,8 @@ pub enum Type {
     SpfVerified,
     DmarcVerified,
     DkimVerified,
+    /// What the TLS reports of the last 7 days say; it does not hold Ready back.
+    TlsReportsClean,
     /// While not Ready for a reason that passes by itself (a rollout, a retried error, a
     /// failing check); present only when True. kstatus (Flux) reads it as InProgress.
     Reconciling,
@@ -37,7 +39,7 @@ pub enum Type {
 }
 
 impl Type {
-    pub const ALL: [Type; 15] = [
+    pub const ALL: [Type; 16] = [
         Type::Ready,
         Type::DnsPublished,
         Type::PolicyHosted,
@@ -51,6 +53,7 @@ impl Type {
         Type::SpfVerified,
         Type::DmarcVerified,
         Type::DkimVerified,
+        Type::TlsReportsClean,
         Type::Reconciling,
         Type::Stalled,
     ];
@@ -81,6 +84,7 @@ impl Type {
             Type::SpfVerified => "SPFVerified",
             Type::DmarcVerified => "DMARCVerified",
             Type::DkimVerified => "DKIMVerified",
+            Type::TlsReportsClean => "TLSReportsClean",
             Type::Reconciling => "Reconciling",
             Type::Stalled => "Stalled",
         }
@@ -146,6 +150,11 @@ pub mod reason {
     pub const SPEC_WARNINGS: &str = "SpecWarnings";
     pub const VERIFIED: &str = "Verified";
     pub const NOT_READY: &str = "NotReady";
+    pub const CLEAN: &str = "Clean";
+    pub const FAILURES: &str = "FailuresReported";
+    pub const NO_REPORTS: &str = "NoReports";
+    pub const AWAITING_CLEAN_REPORTS: &str = "AwaitingCleanReports";
+    pub const PROMOTED: &str = "Promoted";
 
     /// The reasons (of conditions and of errors) that only the user can clear: a spec to fix,
     /// a reference to make, credentials or zones to correct, someone else's record or object
@@ -169,7 +178,7 @@ pub mod reason {
     ];
 
     /// Every reason above, for the README test.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 21] = [
         PUBLISHED,
         WAITING_FOR_POLICY,
         MANUAL_PROVIDER,
@@ -186,6 +195,11 @@ pub mod reason {
         SPEC_WARNINGS,
         VERIFIED,
         NOT_READY,
+        CLEAN,
+        FAILURES,
+        NO_REPORTS,
+        AWAITING_CLEAN_REPORTS,
+        PROMOTED,
     ];
 }
 

@@ -46,6 +46,11 @@ pub struct Config {
     pub hosting: HostingConfig,
     /// The live checks behind the *Verified conditions; `None` turns them off.
     pub checks: Option<verify::Settings>,
+    /// The report receiver's URL, added to `rua` for `tlsRpt.receive`; none without a
+    /// receiver.
+    pub report_url: Option<crate::domain::tlsrpt::ReportUri>,
+    /// How long and how many TLSReports are kept per MailDomain.
+    pub report_retention: super::reports::Retention,
 }
 
 /// Shared state of the reconciles.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod hosting;
 pub mod publish;
 pub mod reconcile;
+pub mod reports;
 pub mod rollout;
 pub mod run;
 pub mod status;

@@ -16,9 +16,11 @@ use kube::{Resource, ResourceExt};
 
 use super::context::{Context, FINALIZER, FORCE_ENFORCE, SKIP_WITHDRAWAL};
 use super::error::Error;
+use super::reports::{self, Evidence, Reports};
+use super::rollout::Promotion;
 use super::status::{self, Stage, Stages};
 use super::{dereference, hosting, publish, rollout, verify};
-use crate::api::{Guarded, MailDomain, MailDomainStatus};
+use crate::api::{Guarded, MailDomain, MailDomainStatus, MtaStsMode};
 use crate::domain::name::DomainName;
 use crate::model::desired::{self, Desired};
 use crate::model::validate;
@@ -163,6 +165,7 @@ async fn reconcile_domain(
     let (stages, pass) = run_stages(md, ctx, &old, deleting, now).await;
     let status = status::compute(&old, &stages, generation, now);
     let written = status::write(md, ctx, &status).await?;
+    report_events(md, ctx, &old, &status, &stages).await;
     if let Some((_, e)) = stages.failed {
         return Err(e);
     }
@@ -205,13 +208,13 @@ async fn run_stages(
         Ok(s) => s,
         Err(e) => stop!(Stage::Dereference, e),
     };
-    let desired = match validate_and_build(md, &secrets, deleting, old) {
+    let desired = match validate_and_build(md, &secrets, ctx, deleting, old) {
         Ok(Built::Desired(desired, warnings)) => {
             stages.warnings = warnings;
             desired
         }
         Ok(Built::NeverPublished) => {
-            let decision = rollout::decide(old, &rollout_inputs(md, ctx, None, now));
+            let decision = rollout::decide(old, &rollout_inputs(md, ctx, None, None, now));
             stages.rollout = Some(rollout::outcome(old, decision, None));
             return (stages, pass);
         }
@@ -224,8 +227,27 @@ async fn run_stages(
         Err(e) => stop!(Stage::Dereference, e),
     };
 
+    // TLS reports: the summary, TLSReportsClean, the evidence mtaSts.promote waits for. Not a
+    // stage that stops the others: unreadable reports only hold a promotion back.
+    let read = if md.spec.tls_rpt.is_some() && !deleting {
+        let today = jiff::tz::Offset::UTC.to_datetime(now).date();
+        let served = old.served_policy.as_deref();
+        match reports::run(ctx, md, old.tls_reports.as_ref(), served, today).await {
+            Ok(read) => Some(Ok(read)),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the TLSReports failed");
+                Some(Err(format!("the TLSReports could not be read: {e}")))
+            }
+        }
+    } else {
+        stages.tls_rpt_off = md.spec.tls_rpt.is_none();
+        None
+    };
+    let promotion = promotion(md, old, read.as_ref(), now);
+    stages.reports = read.and_then(Result::ok);
+
     // MTA-STS rollout: the policy to serve now and the id to publish.
-    let inputs = rollout_inputs(md, ctx, desired.policy.as_ref(), now);
+    let inputs = rollout_inputs(md, ctx, desired.policy.as_ref(), promotion, now);
     let rollout = rollout::run(ctx, &desired.domain, old, &inputs).await;
     let mut changed = rollout.handed_over(old);
     let records = desired.with_sts_id(rollout.publish_id.as_ref());
@@ -298,11 +320,12 @@ enum Built {
 fn validate_and_build(
     md: &MailDomain,
     secrets: &validate::SecretData,
+    ctx: &Context,
     deleting: bool,
     old: &MailDomainStatus,
 ) -> Result<Built, validate::Invalid> {
     if !deleting {
-        let valid = validate::validate(&md.spec, secrets)?;
+        let valid = validate::validate(&md.spec, secrets, ctx.config.report_url.as_ref())?;
         let desired = desired::build(&valid.config);
         return Ok(Built::Desired(desired, Some(valid.warnings)));
     }
@@ -390,6 +413,7 @@ fn rollout_inputs<'a>(
     md: &MailDomain,
     ctx: &Context,
     wanted: Option<&'a desired::PolicyFile>,
+    promotion: Option<Promotion>,
     now: Timestamp,
 ) -> rollout::Inputs<'a> {
     let annotated = |key: &str| md.annotations().get(key).is_some_and(|v| v == "true");
@@ -399,7 +423,79 @@ fn rollout_inputs<'a>(
         force_enforce: annotated(FORCE_ENFORCE),
         skip_withdrawal: annotated(SKIP_WITHDRAWAL),
         generation: md.metadata.generation,
+        promotion,
         now,
+    }
+}
+
+/// `mtaSts.promote` on a `testing` policy: promoted before (the promotion holds), or what the
+/// reports say now.
+fn promotion(
+    md: &MailDomain,
+    old: &MailDomainStatus,
+    read: Option<&Result<Reports, String>>,
+    now: Timestamp,
+) -> Option<Promotion> {
+    let sts = md.spec.mta_sts.as_ref()?;
+    let promote = sts.promote.as_ref()?;
+    if sts.mode != MtaStsMode::Testing {
+        return None;
+    }
+    if old.promoted_at.is_some() {
+        return Some(Promotion::Promote);
+    }
+    let today = jiff::tz::Offset::UTC.to_datetime(now).date();
+    Some(match read {
+        None => Promotion::Waiting(
+            "no TLS reports are read: set tlsRpt (with receive: true, or a mailbox the receiver reads)".into(),
+        ),
+        Some(Err(e)) => Promotion::Waiting(e.clone()),
+        Some(Ok(read)) => {
+            match reports::evidence(promote, &read.kept, old.served_policy.as_deref(), today) {
+                Evidence::Enough { .. } => Promotion::Promote,
+                Evidence::Waiting(why) => Promotion::Waiting(why),
+            }
+        }
+    })
+}
+
+/// Events about the reports: each failure type new in the 30-day window, and a promotion.
+async fn report_events(
+    md: &MailDomain,
+    ctx: &Context,
+    old: &MailDomainStatus,
+    new: &MailDomainStatus,
+    stages: &Stages,
+) {
+    let object = md.object_ref(&());
+    if let Some(read) = &stages.reports {
+        for kind in &read.new_failure_types {
+            let row = read
+                .summary
+                .windows
+                .iter()
+                .flat_map(|w| w.failures.iter())
+                .find(|f| &f.result_type == kind);
+            let at = row.and_then(|f| f.mx.as_deref()).unwrap_or("an MX");
+            let note = format!("TLS reports show {kind} at {at}");
+            event(
+                ctx,
+                &object,
+                EventType::Warning,
+                "TLSFailureReported",
+                &note,
+            )
+            .await;
+        }
+    }
+    if old.promoted_at.is_none()
+        && let Some(at) = &new.promoted_at
+    {
+        let note = format!(
+            "promoted from testing to enforce at {} on clean TLS reports",
+            at.0
+        );
+        event(ctx, &object, EventType::Normal, "Promoted", &note).await;
     }
 }
 

@@ -35,7 +35,19 @@ pub struct Inputs<'a> {
     pub skip_withdrawal: bool,
     /// The MailDomain's generation: a promotion to `enforce` waits for checks of this one.
     pub generation: Option<i64>,
+    /// With `mtaSts.promote` on a `testing` policy: what the TLS reports say.
+    pub promotion: Option<Promotion>,
     pub now: Timestamp,
+}
+
+/// `mtaSts.promote` on a `testing` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// The reports are clean enough (or the policy was promoted before): `enforce`, as
+    /// safe enforce allows.
+    Promote,
+    /// Not yet; why.
+    Waiting(String),
 }
 
 /// The policy to serve now and the status fields that say so.
@@ -45,8 +57,11 @@ pub struct Decision {
     pub serve: Option<PolicyFile>,
     /// Until when the `mode: none` policy of a withdrawal is served.
     pub withdraw_until: Option<Time>,
-    /// With `enforce` asked for and checks on.
+    /// With `enforce` asked for and checks on, or with `mtaSts.promote`.
     pub enforce: Option<Enforce>,
+    /// `status.promotedAt`: when `mtaSts.promote` first served `enforce`; kept while promote
+    /// applies, so the promotion holds.
+    pub promoted_at: Option<Time>,
 }
 
 /// Safe enforce's verdict.
@@ -55,6 +70,9 @@ pub enum Enforce {
     Enforced,
     /// Held in `testing`: which checks block it, and why.
     Held(String),
+    /// `testing` until the TLS reports show enough clean days (`mtaSts.promote`); how many
+    /// are left.
+    AwaitingReports(String),
 }
 
 /// Whether the policy servers return the policy to serve.
@@ -114,17 +132,47 @@ impl Rollout {
 /// The pure part: which policy to serve, given the spec and what the previous pass left.
 pub fn decide(old: &MailDomainStatus, inputs: &Inputs) -> Decision {
     if let Some(wanted) = inputs.wanted {
-        let (serve, enforce) = hold_enforce(old, wanted, inputs);
-        return Decision {
-            serve: Some(serve),
-            withdraw_until: None,
-            enforce,
+        return match (&inputs.promotion, wanted.policy.mode) {
+            (Some(Promotion::Waiting(why)), Mode::Testing) => Decision {
+                serve: Some(wanted.clone()),
+                withdraw_until: None,
+                enforce: Some(Enforce::AwaitingReports(why.clone())),
+                promoted_at: None,
+            },
+            (Some(Promotion::Promote), Mode::Testing) => {
+                let enforce = PolicyFile::new(Policy {
+                    mode: Mode::Enforce,
+                    ..wanted.policy.clone()
+                });
+                let (serve, verdict) = hold_enforce(old, &enforce, inputs);
+                let verdict = verdict.unwrap_or(Enforce::Enforced);
+                let promoted_at = match verdict {
+                    Enforce::Enforced => old.promoted_at.clone().or(Some(Time(inputs.now))),
+                    _ => old.promoted_at.clone(),
+                };
+                Decision {
+                    serve: Some(serve),
+                    withdraw_until: None,
+                    enforce: Some(verdict),
+                    promoted_at,
+                }
+            }
+            _ => {
+                let (serve, enforce) = hold_enforce(old, wanted, inputs);
+                Decision {
+                    serve: Some(serve),
+                    withdraw_until: None,
+                    enforce,
+                    promoted_at: None,
+                }
+            }
         };
     }
     let off = Decision {
         serve: None,
         withdraw_until: None,
         enforce: None,
+        promoted_at: None,
     };
     if old.policy_id.is_none() || inputs.skip_withdrawal {
         return off;
@@ -158,6 +206,7 @@ pub fn decide(old: &MailDomainStatus, inputs: &Inputs) -> Decision {
         })),
         withdraw_until: until,
         enforce: None,
+        promoted_at: None,
     }
 }
 
@@ -317,6 +366,7 @@ mod tests {
             force_enforce: false,
             skip_withdrawal: false,
             generation: Some(2),
+            promotion: None,
             now,
         }
     }
@@ -344,6 +394,7 @@ mod tests {
                 serve: Some(new.clone()),
                 withdraw_until: None,
                 enforce: None,
+                promoted_at: None,
             };
             outcome(&old, d, Some(hosted))
         };
@@ -370,6 +421,7 @@ mod tests {
             serve: None,
             withdraw_until: None,
             enforce: None,
+            promoted_at: None,
         };
         let off = outcome(&old, off, None);
         assert_eq!((off.publish_id, off.served_policy), (None, None));
@@ -494,6 +546,55 @@ mod tests {
         assert_eq!(decide(&old, &skip).serve, None);
         assert_eq!(
             decide(&MailDomainStatus::default(), &inputs(None, at(0))).serve,
+            None
+        );
+    }
+
+    #[test]
+    fn promote_serves_testing_until_the_reports_allow_then_enforce_as_safe_enforce_allows() {
+        let testing = policy(Mode::Testing, 86_400);
+        let now = at(1_000);
+        let waiting = Inputs {
+            promotion: Some(Promotion::Waiting("3 of 14 clean days".into())),
+            ..inputs(Some(&testing), now)
+        };
+        let d = decide(&MailDomainStatus::default(), &waiting);
+        assert_eq!(d.serve.as_ref().map(|p| p.policy.mode), Some(Mode::Testing));
+        assert_eq!(
+            d.enforce,
+            Some(Enforce::AwaitingReports("3 of 14 clean days".into()))
+        );
+        assert_eq!(d.promoted_at, None);
+
+        let promote = Inputs {
+            promotion: Some(Promotion::Promote),
+            ..inputs(Some(&testing), now)
+        };
+        // Checks not passed yet: held in testing, not promoted.
+        let d = decide(&MailDomainStatus::default(), &promote);
+        assert_eq!(d.serve.as_ref().map(|p| p.policy.mode), Some(Mode::Testing));
+        assert!(matches!(d.enforce, Some(Enforce::Held(_))));
+        assert_eq!(d.promoted_at, None);
+        // Checks passed for this generation: enforce, promoted now; later passes keep the time.
+        let checked = MailDomainStatus {
+            conditions: vec![
+                condition(Type::MxCovered, Status::True),
+                condition(Type::SmtpTlsVerified, Status::True),
+            ],
+            ..MailDomainStatus::default()
+        };
+        let d = decide(&checked, &promote);
+        assert_eq!(d.serve.as_ref().map(|p| p.policy.mode), Some(Mode::Enforce));
+        assert_eq!(d.enforce, Some(Enforce::Enforced));
+        assert_eq!(d.promoted_at, Some(Time(now)));
+        let later = MailDomainStatus {
+            promoted_at: Some(Time(at(5))),
+            ..checked
+        };
+        assert_eq!(decide(&later, &promote).promoted_at, Some(Time(at(5))));
+        // Without promote (or with mode changed) the promotion is forgotten.
+        assert_eq!(
+            decide(&later, &inputs(Some(&testing), now)).promoted_at,
             None
         );
     }

@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use super::context::{Config, Context};
 use super::hosting;
 use super::reconcile;
-use crate::api::{ClusterDNSProvider, DNSProvider, Guarded, MailDomain, ProviderKind};
+use crate::api::{ClusterDNSProvider, DNSProvider, Guarded, MailDomain, ProviderKind, TLSReport};
 use crate::metrics::Metrics;
 
 /// Process-level settings.
@@ -122,7 +122,10 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     // The policy host children.
     let mut controller = controller
         .owns(scoped::<Ingress>(&client, ns), watcher::Config::default())
-        .owns(scoped::<Service>(&client, ns), watcher::Config::default());
+        .owns(scoped::<Service>(&client, ns), watcher::Config::default())
+        // A new TLSReport (made by the report receiver, owned by its MailDomain) changes the
+        // reports summary.
+        .owns(scoped::<TLSReport>(&client, ns), watcher::Config::default());
     // Certificates and HTTPRoutes only where their APIs are installed: a watch on a missing
     // API would fail forever.
     for (resource, missing) in [

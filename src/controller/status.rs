@@ -38,6 +38,10 @@ pub struct Stages {
     pub hosting: Option<Option<Hosting>>,
     pub published: Option<Published>,
     pub checked: Option<Checked>,
+    /// The TLS reports; `None` when the stage did not run.
+    pub reports: Option<super::reports::Reports>,
+    /// The spec has no `tlsRpt`: the reports summary and its condition go.
+    pub tls_rpt_off: bool,
     /// The stage that failed; the stages after it did not run.
     pub failed: Option<(Stage, Error)>,
 }
@@ -52,6 +56,7 @@ pub fn compute(
     let mut status = old.clone();
     status.observed_generation = generation;
     let mut reports: Vec<(Type, Option<Report>)> = Vec::new();
+    let mut reports_clean = None;
 
     if let Some(warnings) = &stages.warnings {
         let report = (!warnings.is_empty()).then(|| {
@@ -65,13 +70,22 @@ pub fn compute(
         });
         reports.push((Type::SpecWarnings, report));
     }
+    if let Some(reports) = &stages.reports {
+        status.tls_reports = Some(reports.summary.clone());
+        reports_clean = Some(reports.clean.clone());
+    }
     if let Some(rollout) = &stages.rollout {
         status.served_policy = rollout.served_policy.clone();
         status.withdraw_until = rollout.decision.withdraw_until.clone();
+        status.promoted_at = rollout.decision.promoted_at.clone();
         reports.push((Type::PolicyHosted, rollout.hosted.as_ref().map(hosted)));
         reports.push((
             Type::Enforced,
-            rollout.decision.enforce.as_ref().map(enforced),
+            rollout
+                .decision
+                .enforce
+                .as_ref()
+                .map(|e| enforced(e, rollout.decision.promoted_at.is_some())),
         ));
     }
     if let Some(hosting) = &stages.hosting {
@@ -125,6 +139,12 @@ pub fn compute(
         )),
         None => {}
     }
+    if stages.reports.is_some() || stages.tls_rpt_off {
+        if stages.tls_rpt_off {
+            status.tls_reports = None;
+        }
+        reports.push((Type::TlsReportsClean, reports_clean));
+    }
     if let Some(checked) = &stages.checked {
         status.last_checked = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             checked.at,
@@ -164,6 +184,7 @@ fn progress(status: &MailDomainStatus) -> [(Type, Option<Report>); 2] {
                 Type::Ready
                     | Type::SpecWarnings
                     | Type::Enforced
+                    | Type::TlsReportsClean
                     | Type::Reconciling
                     | Type::Stalled
             )
@@ -219,13 +240,25 @@ fn hosted(hosted: &Hosted) -> Report {
     }
 }
 
-fn enforced(enforce: &Enforce) -> Report {
+fn enforced(enforce: &Enforce, promoted: bool) -> Report {
     match enforce {
+        Enforce::Enforced if promoted => Report::new(
+            Type::Enforced,
+            Status::True,
+            reason::PROMOTED,
+            "promoted from testing to enforce on clean TLS reports (mtaSts.promote)",
+        ),
         Enforce::Enforced => Report::new(
             Type::Enforced,
             Status::True,
             reason::ENFORCED,
             "the policy is published in enforce mode",
+        ),
+        Enforce::AwaitingReports(why) => Report::new(
+            Type::Enforced,
+            Status::False,
+            reason::AWAITING_CLEAN_REPORTS,
+            format!("testing until the TLS reports allow enforce (mtaSts.promote): {why}"),
         ),
         Enforce::Held(why) => Report::new(
             Type::Enforced,
@@ -293,6 +326,7 @@ fn ready(status: &MailDomainStatus, no_failure: bool) -> Report {
             ![
                 Type::Ready,
                 Type::SpecWarnings,
+                Type::TlsReportsClean,
                 Type::Reconciling,
                 Type::Stalled,
             ]

@@ -5,6 +5,7 @@
 //! stores a repeated report once.
 
 pub mod memory;
+pub mod record;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -31,8 +32,8 @@ pub struct Raw {
 /// How a report arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// POSTed to the HTTPS receiver by `peer`.
-    Https { peer: IpAddr },
+    /// POSTed to the HTTPS receiver by `peer`, with this Host header.
+    Https { peer: IpAddr, host: Option<String> },
     /// Read from a mailbox.
     Mail {
         /// The mailbox (folder) it was read from.

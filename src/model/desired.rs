@@ -139,7 +139,7 @@ mod tests {
              dkim: [{selector: S1, publicKey: 'Jp5+k9usIudxqg2jB6TmZeJrDSgUgcj6TxnIqvzIv10='}]\n\
              bimi: {logoUrl: 'https://bücher.example/logo.svg'}\n",
         );
-        let desired = build(&validate(&s, &SecretData::new()).unwrap().config);
+        let desired = build(&validate(&s, &SecretData::new(), None).unwrap().config);
         assert_eq!(desired.domain.as_str(), "xn--bcher-kva.example");
         let names: Vec<&str> = desired.records.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
@@ -185,7 +185,7 @@ mod tests {
         let s = spec(
             "domain: example.com\nttl: 900\nmx: [mx.example.com]\nmtaSts: {mode: testing}\ndmarc: {policy: none}\n",
         );
-        let desired = build(&validate(&s, &SecretData::new()).unwrap().config);
+        let desired = build(&validate(&s, &SecretData::new(), None).unwrap().config);
         let old = mtasts::PolicyId::parse("0ld").unwrap();
         let records = desired.with_sts_id(Some(&old));
         assert_eq!(records.len(), 2);
@@ -210,10 +210,14 @@ mod tests {
     fn policy_id_changes_with_the_policy_and_only_then() {
         let base = "domain: example.com\nmx: [mx1.example.com]\nmtaSts: {mode: testing}\ntlsRpt: {rua: ['mailto:t@example.com']}\n";
         let id = |yaml: &str| {
-            build(&validate(&spec(yaml), &SecretData::new()).unwrap().config)
-                .policy
-                .unwrap()
-                .id
+            build(
+                &validate(&spec(yaml), &SecretData::new(), None)
+                    .unwrap()
+                    .config,
+            )
+            .policy
+            .unwrap()
+            .id
         };
         let original = id(base);
         assert_eq!(

@@ -97,8 +97,14 @@ impl Report {
 const TTL_RANGE: std::ops::RangeInclusive<u32> = 60..=604_800;
 const ADVISED_MIN_MAX_AGE: u32 = 86_400;
 
-/// Validates a spec against every rule we know, the CRD's and the RFCs'.
-pub fn validate(spec: &MailDomainSpec, secrets: &SecretData) -> Result<Validated, Invalid> {
+/// Validates a spec against every rule we know, the CRD's and the RFCs'. `receiver` is the
+/// URL of this installation's report receiver, for `tlsRpt.receive` (none when no receiver
+/// runs).
+pub fn validate(
+    spec: &MailDomainSpec,
+    secrets: &SecretData,
+    receiver: Option<&ReportUri>,
+) -> Result<Validated, Invalid> {
     let mut r = Report::default();
     let domain = r.check(
         "spec.domain",
@@ -130,7 +136,10 @@ pub fn validate(spec: &MailDomainSpec, secrets: &SecretData) -> Result<Validated
         .mta_sts
         .as_ref()
         .and_then(|s| mta_sts(s, &spec.mx, &mx, &mut r));
-    let tls_rpt = spec.tls_rpt.as_ref().and_then(|s| tls_rpt(s, &mut r));
+    let tls_rpt = spec
+        .tls_rpt
+        .as_ref()
+        .and_then(|s| tls_rpt(s, receiver, &mut r));
     let spf = spec.spf.as_ref().and_then(|s| spf(s, &mut r));
     let dmarc = spec
         .dmarc
@@ -207,21 +216,34 @@ fn mta_sts(
     })
 }
 
-fn tls_rpt(spec: &api::TlsRptSpec, r: &mut Report) -> Option<TlsRptRecord> {
-    if spec.rua.is_empty() {
-        r.error(
-            "spec.tlsRpt.rua",
-            "list at least one mailto: or https:// destination",
-        );
-        return None;
-    }
+fn tls_rpt(
+    spec: &api::TlsRptSpec,
+    receiver: Option<&ReportUri>,
+    r: &mut Report,
+) -> Option<TlsRptRecord> {
     let before = r.errors.len();
-    let rua: Vec<ReportUri> = spec
+    let mut rua: Vec<ReportUri> = spec
         .rua
         .iter()
         .enumerate()
         .filter_map(|(i, u)| r.check(format!("spec.tlsRpt.rua[{i}]"), ReportUri::parse(u)))
         .collect();
+    if spec.receive {
+        match receiver {
+            Some(url) if !rua.contains(url) => rua.push(url.clone()),
+            Some(_) => {}
+            None => r.error(
+                "spec.tlsRpt.receive",
+                "no report receiver runs in this installation: enable the chart's reports.receiver (or give the controller --report-url), or list rua destinations instead",
+            ),
+        }
+    }
+    if rua.is_empty() && r.errors.len() == before {
+        r.error(
+            "spec.tlsRpt.rua",
+            "list at least one mailto: or https:// destination, or set receive: true",
+        );
+    }
     (r.errors.len() == before).then_some(TlsRptRecord { rua })
 }
 
@@ -469,7 +491,7 @@ mod tests {
     }
 
     fn errors(yaml: &str) -> Vec<String> {
-        validate(&spec(yaml), &SecretData::new())
+        validate(&spec(yaml), &SecretData::new(), None)
             .unwrap_err()
             .0
             .iter()
@@ -478,7 +500,7 @@ mod tests {
     }
 
     fn warnings(yaml: &str) -> Vec<String> {
-        validate(&spec(yaml), &SecretData::new())
+        validate(&spec(yaml), &SecretData::new(), None)
             .unwrap()
             .warnings
             .iter()
@@ -540,7 +562,7 @@ mod tests {
         );
         let mut secrets = SecretData::new();
         secrets.insert("k".into(), [("other".to_owned(), b"x".to_vec())].into());
-        let err = validate(&spec(yaml), &secrets).unwrap_err();
+        let err = validate(&spec(yaml), &secrets, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "spec.dkim[0].keySecretRef: Secret `k` has no key `private.key`"
@@ -551,7 +573,7 @@ mod tests {
         ))
         .unwrap();
         secrets.insert("k".into(), [("private.key".to_owned(), pem)].into());
-        let valid = validate(&spec(yaml), &secrets).unwrap();
+        let valid = validate(&spec(yaml), &secrets, None).unwrap();
         assert_eq!(valid.config.dkim[0].0, "s1");
         assert!(
             valid.warnings[0]

@@ -45,6 +45,7 @@ fn settled() -> Stages {
                 serve: Some(p.clone()),
                 withdraw_until: None,
                 enforce: None,
+                promoted_at: None,
             },
             served_policy: Some(p.text.clone()),
             hosted: Some(Hosted::Served),
@@ -62,6 +63,8 @@ fn settled() -> Stages {
             changes: 0,
         }),
         checked: None,
+        reports: None,
+        tls_rpt_off: false,
         failed: None,
     }
 }
@@ -305,6 +308,7 @@ fn certificate_enforce_and_warnings_have_their_conditions() {
             serve: None,
             withdraw_until: None,
             enforce: None,
+            promoted_at: None,
         },
         served_policy: None,
         hosted: None,
