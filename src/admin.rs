@@ -8,12 +8,12 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::metrics::Exposition;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ready: Arc<AtomicBool>,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<Arc<dyn Exposition>>,
 ) {
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))

@@ -99,6 +99,24 @@ impl Default for Metrics {
     }
 }
 
+/// What the admin endpoint's `/metrics` shows.
+pub trait Exposition: Send + Sync {
+    /// The metrics in the OpenMetrics text format.
+    fn render(&self) -> String;
+}
+
+impl Exposition for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+}
+
+impl Exposition for ReportMetrics {
+    fn render(&self) -> String {
+        ReportMetrics::render(self)
+    }
+}
+
 impl Metrics {
     pub fn observe(&self, elapsed: Duration, error: Option<&str>) {
         self.reconciles.inc();
@@ -138,5 +156,98 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportOutcomeLabels {
+    /// `https` or `mail`.
+    pub source: String,
+    /// `stored`, `duplicate` or `refused`.
+    pub outcome: String,
+    /// For `refused`: the stable reason (`InflatedTooLarge`, `NotOurDomain`, `RateLimited`, ...).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportSessionLabels {
+    pub domain: String,
+    pub reporter: String,
+    pub policy_type: String,
+    /// `success`, or the failure's result type.
+    pub result: String,
+}
+
+/// Distinct reporters named in labels; the rest are `other` (anyone can send a report, so
+/// the organisation name must not grow the label set without bound).
+const MAX_REPORTERS: usize = 200;
+
+/// The report receiver's metrics.
+pub struct ReportMetrics {
+    pub registry: Registry,
+    /// Reports received, by source and outcome.
+    pub reports: Family<ReportOutcomeLabels, Counter>,
+    /// Sessions in stored reports, by domain, reporter, policy type and result (never by IP).
+    sessions: Family<ReportSessionLabels, Counter>,
+    reporters: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Default for ReportMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mailsec_tlsrpt");
+        let reports = Family::<ReportOutcomeLabels, Counter>::default();
+        let sessions = Family::<ReportSessionLabels, Counter>::default();
+        registry.register(
+            "reports",
+            "TLS reports received, by source and outcome",
+            reports.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Sessions in stored TLS reports, by domain, reporter, policy type and result",
+            sessions.clone(),
+        );
+        ReportMetrics {
+            registry,
+            reports,
+            sessions,
+            reporters: Default::default(),
+        }
+    }
+}
+
+impl ReportMetrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn outcome(&self, source: &str, outcome: &str, reason: &str) {
+        self.reports
+            .get_or_create(&ReportOutcomeLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The reporter's name as a label value: itself for the first [`MAX_REPORTERS`] seen,
+    /// then `other`.
+    pub fn reporter(&self, name: &str) -> String {
+        let mut known = self.reporters.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(name) || known.len() < MAX_REPORTERS {
+            known.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// Counts `sessions` of a stored report.
+    pub fn sessions(&self, labels: ReportSessionLabels, sessions: u64) {
+        self.sessions.get_or_create(&labels).inc_by(sessions);
     }
 }

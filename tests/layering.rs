@@ -12,7 +12,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("model", &["api", "domain"]),
     ("report", &["domain"]),
-    ("intake", &["admin", "api", "domain", "metrics", "report"]),
+    (
+        "intake",
+        &["admin", "api", "domain", "metrics", "model", "report"],
+    ),
     ("dns", &["api", "domain"]),
     ("checks", &["api", "domain", "model"]),
     ("admin", &["metrics"]),

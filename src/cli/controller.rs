@@ -25,7 +25,7 @@ pub struct Logging {
 }
 
 impl Logging {
-    fn init(&self) {
+    pub(crate) fn init(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSEC_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
         let builder = tracing_subscriber::fmt()
@@ -148,7 +148,7 @@ pub struct ServeArgs {
     logging: Logging,
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,6 +3,7 @@
 mod check;
 mod controller;
 mod crd;
+mod receive;
 mod render;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Controller(Box<controller::ControllerArgs>),
     /// Run the public MTA-STS policy server.
     Serve(controller::ServeArgs),
+    /// Run the TLS report receiver: reports POSTed to the `rua=https://` URL become TLSReports.
+    Receive(receive::ReceiveArgs),
     /// Check what the internet sees of a domain: DNS records, the served policy, MX coverage.
     /// Exits 0 only when every check passes.
     Check(check::CheckArgs),
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Controller(args) => controller::controller(*args),
         Command::Serve(args) => controller::serve(args),
         Command::Check(args) => check::run(args),
+        Command::Receive(args) => receive::run(args),
     };
     match result {
         Ok(code) => code,

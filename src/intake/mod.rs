@@ -4,6 +4,8 @@
 //! between the two loses nothing: the sender re-sends, the mail is read again, and the sink
 //! stores a repeated report once.
 
+pub mod https;
+pub mod kube;
 pub mod memory;
 pub mod record;
 
@@ -73,6 +75,10 @@ pub enum StoreError {
     /// None of the report's policy domains is managed here: refused for good.
     #[error("no policy domain of the report is managed here: {}", .domains.join(", "))]
     NotOurDomain { domains: Vec<String> },
+    /// The store refused the report for good (it breaks a rule of the store): refused, and
+    /// trying again does not help.
+    #[error("the report store refused the report: {0}")]
+    Rejected(String),
     /// The store could not be reached or refused the write: try again later (the source must
     /// not confirm the report).
     #[error("the report store is unavailable: {0}")]
@@ -84,6 +90,7 @@ impl StoreError {
     pub fn reason(&self) -> &'static str {
         match self {
             StoreError::NotOurDomain { .. } => "NotOurDomain",
+            StoreError::Rejected(_) => "StoreRejected",
             StoreError::Unavailable(_) => "StoreUnavailable",
         }
     }
@@ -98,4 +105,10 @@ impl StoreError {
 /// it arrives.
 pub trait Sink: Send + Sync {
     fn store(&self, incoming: Incoming) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+}
+
+impl<S: Sink> Sink for std::sync::Arc<S> {
+    fn store(&self, incoming: Incoming) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        (**self).store(incoming)
+    }
 }

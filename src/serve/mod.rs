@@ -45,11 +45,23 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Bind(admin, e))?;
     tokio::spawn(crate::admin::serve(admin_listener, ready.clone(), None));
+    let store = maildomain_store(client.clone(), ready);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Bind(listen, e))?;
+    match tls {
+        Some(source) => Ok(tls::serve(listener, router(store), source, Some(client)).await?),
+        None => axum::serve(listener, router(store))
+            .await
+            .map_err(ServeError::Server),
+    }
+}
+
+/// A watch cache of every MailDomain; `ready` turns true once it has listed them all. Also
+/// the report receiver's.
+pub fn maildomain_store(client: Client, ready: Arc<AtomicBool>) -> Store<Guarded> {
     let (store, writer) = reflector::store();
-    let watch = watcher(
-        Api::<Guarded>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let watch = watcher(Api::<Guarded>::all(client), watcher::Config::default());
     tokio::spawn(
         reflector::reflector(writer, watch)
             .default_backoff()
@@ -67,15 +79,7 @@ pub async fn run(
             ready.store(true, Ordering::SeqCst);
         }
     });
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| ServeError::Bind(listen, e))?;
-    match tls {
-        Some(source) => Ok(tls::serve(listener, router(store), source, Some(client)).await?),
-        None => axum::serve(listener, router(store))
-            .await
-            .map_err(ServeError::Server),
-    }
+    store
 }
 
 /// The policy routes over a MailDomain store.
