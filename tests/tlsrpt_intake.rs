@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use mailsec_operator::api::{MailDomain, TLSReport};
-use mailsec_operator::controller::context::Config;
-use mailsec_operator::controller::run::{self, Options};
 use mailsec_operator::intake::https::{self, Settings};
 use mailsec_operator::intake::kube::KubeSink;
 use mailsec_operator::intake::memory::MemorySink;
@@ -23,7 +21,7 @@ use mailsec_operator::metrics::ReportMetrics;
 use support::maildomain::{condition, wait_for};
 use support::{TestEnv, free_addr, random_suffix};
 
-const REPORT_URL: &str = "https://tlsrpt.example.test/v1/reports";
+use support::operator::REPORT_URL;
 
 /// A report about `domain`'s `testing` policy (as the controller serves it), with `ok`
 /// successful sessions and `failures` as (result type, MX, sessions).
@@ -105,40 +103,8 @@ struct Running {
 }
 
 async fn start(env: &TestEnv, ns: &str) -> Running {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,mailsec_operator=debug")
-        .with_test_writer()
-        .try_init();
+    support::operator::controller(env, ns).await;
     let client = env.client().await;
-    let options = Options {
-        config: Config {
-            owner_id: "test".into(),
-            operator_namespace: ns.into(),
-            policy_server: None,
-            hosting: mailsec_operator::controller::hosting::HostingConfig {
-                service_name: "mailsec-serve".into(),
-                service_namespace: "mailsec-system".into(),
-                service_port: 80,
-                cluster_domain: "cluster.local".into(),
-            },
-            checks: None,
-            report_url: Some(
-                mailsec_operator::domain::tlsrpt::ReportUri::parse(REPORT_URL).expect("url"),
-            ),
-            report_retention: Default::default(),
-        },
-        admin_addr: free_addr(),
-        leader_election: false,
-        lease_name: "mailsec-operator".into(),
-        identity: "tlsrpt".into(),
-        watch_namespace: Some(ns.into()),
-    };
-    let controller_client = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run::run(controller_client, options).await {
-            eprintln!("controller stopped: {e}");
-        }
-    });
     let (receiver, receiver_admin) = (free_addr(), free_addr());
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(ReportMetrics::default());

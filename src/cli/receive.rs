@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::controller::{Logging, runtime};
+use crate::intake::Counted;
 use crate::intake::https::{self, Settings};
+use crate::intake::imap;
 use crate::intake::kube::KubeSink;
 use crate::metrics::ReportMetrics;
 
@@ -41,7 +43,75 @@ pub struct ReceiveArgs {
     #[arg(long, env = "MAILSEC_REQUEST_TIMEOUT", default_value_t = 10)]
     request_timeout: u64,
     #[command(flatten)]
+    imap: ImapArgs,
+    #[command(flatten)]
     logging: Logging,
+}
+
+/// The mailbox the reports of `rua=mailto:` arrive in.
+#[derive(Debug, Args)]
+struct ImapArgs {
+    /// Also read reports from this IMAP server, `host:port` (993 for implicit TLS).
+    #[arg(long, env = "MAILSEC_IMAP_SERVER")]
+    imap_server: Option<String>,
+    /// `tls` (implicit, IMAPS), `starttls`, or `plain` (loopback only).
+    #[arg(long, env = "MAILSEC_IMAP_TLS", default_value = "tls", value_parser = ["tls", "starttls", "plain"])]
+    imap_tls: String,
+    /// The mailbox user.
+    #[arg(long, env = "MAILSEC_IMAP_USER", requires = "imap_server")]
+    imap_user: Option<String>,
+    /// File holding the password (a mounted Secret key).
+    #[arg(long, env = "MAILSEC_IMAP_PASSWORD_FILE", requires = "imap_server")]
+    imap_password_file: Option<std::path::PathBuf>,
+    /// The folder reports arrive in.
+    #[arg(long, env = "MAILSEC_IMAP_MAILBOX", default_value = "INBOX")]
+    imap_mailbox: String,
+    /// Extra CA certificates (PEM) for the IMAP server's certificate.
+    #[arg(long, env = "MAILSEC_IMAP_CA_FILE")]
+    imap_ca_file: Option<std::path::PathBuf>,
+    /// Seconds between polls when the server offers no IDLE.
+    #[arg(long, env = "MAILSEC_IMAP_POLL_INTERVAL", default_value_t = 300)]
+    imap_poll_interval: u64,
+    /// Nameserver for the DKIM keys of report mails (`ip:port`); default the system's.
+    #[arg(long, env = "MAILSEC_DKIM_RESOLVER", value_delimiter = ',')]
+    dkim_resolver: Vec<SocketAddr>,
+}
+
+impl ImapArgs {
+    fn config(&self) -> Result<Option<imap::Config>, Box<dyn std::error::Error>> {
+        let Some(server) = &self.imap_server else {
+            return Ok(None);
+        };
+        let (host, port) = server
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or("--imap-server must be host:port")?;
+        let user = self
+            .imap_user
+            .clone()
+            .ok_or("--imap-user is required with --imap-server")?;
+        let file = self
+            .imap_password_file
+            .as_ref()
+            .ok_or("--imap-password-file is required with --imap-server")?;
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("--imap-password-file {}: {e}", file.display()))?;
+        let mut config =
+            imap::Config::new(host, port, user, password.trim_end_matches(['\r', '\n']));
+        config.tls = match self.imap_tls.as_str() {
+            "starttls" => imap::TlsMode::StartTls,
+            "plain" => imap::TlsMode::Plain,
+            _ => imap::TlsMode::Tls,
+        };
+        config.mailbox = self.imap_mailbox.clone();
+        config.ca_file = self.imap_ca_file.clone();
+        config.poll_interval = Duration::from_secs(self.imap_poll_interval.max(1));
+        if !self.dkim_resolver.is_empty() {
+            config.dkim_resolver = imap::DkimResolver::Servers(self.dkim_resolver.clone());
+        }
+        config.validate()?;
+        Ok(Some(config))
+    }
 }
 
 pub fn run(args: ReceiveArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -56,6 +126,7 @@ pub fn run(args: ReceiveArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         body_timeout: timeout.saturating_mul(3),
         ..Settings::default()
     };
+    let imap = args.imap.config()?;
     runtime()?.block_on(async {
         let client = kube::Client::try_default().await?;
         let ready = Arc::new(AtomicBool::new(false));
@@ -73,7 +144,20 @@ pub fn run(args: ReceiveArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             .await
             .map_err(|e| format!("{}: {e}", args.listen))?;
         tracing::info!(listen = %args.listen, "report receiver on");
-        let sink = KubeSink::new(client, store, metrics.clone());
+        let sink = Arc::new(KubeSink::new(client, store, metrics.clone()));
+        if let Some(config) = imap {
+            tracing::info!(server = %config.host, mailbox = %config.mailbox, "reading reports from the mailbox");
+            let mail = Counted {
+                inner: sink.clone(),
+                metrics: metrics.clone(),
+                source: "mail",
+            };
+            tokio::spawn(async move {
+                if let Err(e) = imap::run(config, &mail, std::future::pending()).await {
+                    tracing::error!(reason = e.reason(), "the mailbox poller stopped: {e}");
+                }
+            });
+        }
         https::serve(listener, sink, settings, metrics).await?;
         Ok(ExitCode::SUCCESS)
     })

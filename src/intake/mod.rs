@@ -5,6 +5,7 @@
 //! stores a repeated report once.
 
 pub mod https;
+pub mod imap;
 pub mod kube;
 pub mod memory;
 pub mod record;
@@ -12,6 +13,7 @@ pub mod record;
 use std::future::Future;
 use std::net::IpAddr;
 
+use crate::metrics::ReportMetrics;
 use crate::report::Report;
 
 /// A parsed report and what came with it.
@@ -110,5 +112,26 @@ pub trait Sink: Send + Sync {
 impl<S: Sink> Sink for std::sync::Arc<S> {
     fn store(&self, incoming: Incoming) -> impl Future<Output = Result<Stored, StoreError>> + Send {
         (**self).store(incoming)
+    }
+}
+
+/// A sink that counts, per source, what `inner` did with each report (`reports` metric).
+pub struct Counted<S> {
+    pub inner: S,
+    pub metrics: std::sync::Arc<ReportMetrics>,
+    /// `https` or `mail`.
+    pub source: &'static str,
+}
+
+impl<S: Sink> Sink for Counted<S> {
+    async fn store(&self, incoming: Incoming) -> Result<Stored, StoreError> {
+        let result = self.inner.store(incoming).await;
+        let (outcome, reason) = match &result {
+            Ok(Stored::New(_)) => ("stored", ""),
+            Ok(Stored::Duplicate(_)) => ("duplicate", ""),
+            Err(e) => ("refused", e.reason()),
+        };
+        self.metrics.outcome(self.source, outcome, reason);
+        result
     }
 }

@@ -97,6 +97,11 @@ pub struct MailReport {
     /// The report part's content type (`application/tlsrpt+gzip`) and file name, as sent.
     pub part_type: String,
     pub part_name: Option<String>,
+    /// The report part's bytes with the transfer encoding undone: the gzip data or the JSON
+    /// the sender attached, for the raw copy a store keeps.
+    pub part: Vec<u8>,
+    /// Whether `part` is gzip data (by its magic bytes, as the parser read it).
+    pub part_gzip: bool,
 }
 
 /// Parses a whole report e-mail (RFC 8460 §5.3): the first part that is
@@ -159,6 +164,8 @@ pub fn parse_mail(raw: &[u8], limits: &Limits) -> Result<MailReport, ReportError
         message_id: message.message_id().map(str::to_owned),
         part_type,
         part_name: part.attachment_name().map(str::to_owned),
+        part: body.to_vec(),
+        part_gzip: body.starts_with(GZIP_MAGIC),
         report,
     })
 }

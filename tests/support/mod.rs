@@ -21,6 +21,7 @@
 
 pub mod cloudflare;
 pub mod maildomain;
+pub mod operator;
 pub mod process;
 pub mod route53;
 pub mod tls;
