@@ -279,6 +279,80 @@ fn checkov_fails_no_check_of_the_chart_with_default_values() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The report receiver as the chart renders it with a mailbox: checkov passes it like the
+/// other roles, and its NetworkPolicy lets in reports and probes and out only the API server,
+/// DNS and the IMAP server.
+#[test]
+fn the_report_receiver_passes_checkov_and_its_network_policy_is_tight() {
+    let (Some(helm), Some(checkov_bin)) = (tool("helm"), tool("checkov")) else {
+        return;
+    };
+    let sets = [
+        "reports.receiver.enabled=true",
+        "reports.receiver.url=https://tlsrpt.example.com/v1/reports",
+        "reports.receiver.imap.server=imap.example.com:993",
+        "reports.receiver.imap.user=tlsrpt",
+        "reports.receiver.imap.passwordSecret.name=imap",
+        "reports.dashboard.enabled=true",
+    ];
+    let text = render(&helm, &sets);
+    let dir = scratch().join(unique("receiver"));
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let file = rendering_file(&dir, "receiver", &text);
+    let report = checkov(&checkov_bin, &dir, &[file], true);
+    assert_eq!(report.summary["parsing_errors"], 0, "{}", report.summary);
+    assert!(
+        report.failed.is_empty(),
+        "checkov failed checks of the receiver:\n{:#?}",
+        report.failed
+    );
+    for check in ["CKV2_K8S_6", "CKV_K8S_15"] {
+        let n = report.passed.iter().filter(|f| f.check == check).count();
+        assert_eq!(n, 3, "{check} passes for the three Deployments' pods: {n}");
+    }
+    let docs = documents(&text);
+    let receiver = "mso-mailsec-operator-receiver";
+    let policy = &one(&docs, "NetworkPolicy", receiver)["spec"];
+    assert_eq!(policy["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        all_ports(&policy["ingress"]),
+        port_set(&[(8080, "TCP"), (8081, "TCP")])
+    );
+    assert_eq!(
+        all_ports(&policy["egress"]),
+        port_set(&[
+            (443, "TCP"),
+            (6443, "TCP"),
+            (53, "UDP"),
+            (53, "TCP"),
+            (993, "TCP")
+        ])
+    );
+    let deployment = one(&docs, "Deployment", receiver);
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"--imap-server=imap.example.com:993"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--imap-password-file=/etc/mailsec/imap/password"),
+        "{args:?}"
+    );
+    let controller = one(&docs, "Deployment", CONTROLLER);
+    let controller_args =
+        controller["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        controller_args.contains("--report-url=https://tlsrpt.example.com/v1/reports"),
+        "{controller_args}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn each_skipped_check_still_fails_without_the_skip_and_is_justified() {
     let skips = skipped_checks();

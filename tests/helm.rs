@@ -965,6 +965,92 @@ async fn helm_install_creates_the_objects_and_uninstall_keeps_the_crds() {
         false,
     );
 
+    // The report receiver: its own ServiceAccount reads MailDomains and creates TLSReports,
+    // nothing else; the controller reads and prunes TLSReports.
+    helm_ok(
+        env,
+        &[
+            "upgrade",
+            &release,
+            CHART,
+            "--namespace",
+            n,
+            "--reuse-values",
+            "--set",
+            "reports.receiver.enabled=true",
+            "--set",
+            "reports.receiver.url=https://tlsrpt.example.test/v1/reports",
+            "--timeout",
+            "120s",
+        ],
+    );
+    let objects = release_objects(env, n, &release);
+    for want in [
+        format!("deployment.apps/{full}-receiver"),
+        format!("service/{full}-receiver"),
+        format!("serviceaccount/{full}-receiver"),
+        format!("clusterrole.rbac.authorization.k8s.io/{full}-receiver"),
+    ] {
+        assert!(objects.contains(&want), "{want} missing: {objects:?}");
+    }
+    let host = env.kubectl_ok([
+        "get",
+        "ingress",
+        &format!("{full}-receiver"),
+        "-n",
+        n,
+        "-o",
+        "jsonpath={.spec.rules[0].host}{.spec.rules[0].http.paths[0].path}",
+    ]);
+    assert_eq!(host, "tlsrpt.example.test/v1/reports");
+    let rcv = format!("system:serviceaccount:{n}:{full}-receiver");
+    assert_can(
+        env,
+        &rcv,
+        &[
+            &["list", "maildomains.mailsec.io", "-A"],
+            &["watch", "maildomains.mailsec.io", "-A"],
+            &["create", "tlsreports.mailsec.io", "-n", "x"],
+        ],
+        true,
+    );
+    assert_can(
+        env,
+        &rcv,
+        &[
+            &["patch", "maildomains.mailsec.io", "-n", "x"],
+            &[
+                "patch",
+                "maildomains.mailsec.io",
+                "--subresource=status",
+                "-n",
+                "x",
+            ],
+            &["update", "tlsreports.mailsec.io", "-n", "x"],
+            &["patch", "tlsreports.mailsec.io", "-n", "x"],
+            &["delete", "tlsreports.mailsec.io", "-n", "x"],
+            &["get", "secrets", "-n", n],
+            &["list", "dnsproviders.mailsec.io", "-A"],
+            &["create", "events.events.k8s.io", "-n", "x"],
+        ],
+        false,
+    );
+    assert_can(
+        env,
+        &ctl,
+        &[
+            &["list", "tlsreports.mailsec.io", "-A"],
+            &["delete", "tlsreports.mailsec.io", "-n", "x"],
+        ],
+        true,
+    );
+    assert_can(
+        env,
+        &ctl,
+        &[&["create", "tlsreports.mailsec.io", "-n", "x"]],
+        false,
+    );
+
     let out = installed.uninstall();
     assert!(out.contains("kept due to the resource policy"), "{out}");
     assert_eq!(release_objects(env, n, &release), Vec::<String>::new());

@@ -27,6 +27,18 @@
 {{- printf "%s-serve" (include "mailsec-operator.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
 
+{{- define "mailsec-operator.receiver.fullname" -}}
+{{- printf "%s-receiver" (include "mailsec-operator.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "mailsec-operator.receiver.serviceAccountName" -}}
+{{- if .Values.reports.receiver.serviceAccount.create }}
+{{- default (include "mailsec-operator.receiver.fullname" .) .Values.reports.receiver.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.reports.receiver.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "mailsec-operator.controller.serviceAccountName" -}}
 {{- if .Values.controller.serviceAccount.create }}
 {{- default (include "mailsec-operator.controller.fullname" .) .Values.controller.serviceAccount.name }}
