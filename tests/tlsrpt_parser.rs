@@ -1308,3 +1308,79 @@ proptest! {
         let _ = parse_mail(&mail[..cut.index(mail.len())], &limits());
     }
 }
+
+/// `mailsec report` over every sample file: each one a report line (none refused), the
+/// domain lines the sums of their reports, the RFC's example failures named with their MX;
+/// a file that is no report makes it exit 1 with the reason.
+#[test]
+fn mailsec_report_summarizes_every_sample_file() {
+    let Some(dir) = samples() else { return };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for sub in ["json", "gz", "eml"] {
+        for entry in std::fs::read_dir(dir.join(sub)).expect("samples dir") {
+            files.push(entry.expect("entry").path());
+        }
+    }
+    files.sort();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailsec"))
+        .arg("report")
+        .args(["-o", "json"])
+        .args(&files)
+        .output()
+        .expect("run mailsec report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary["refused"], serde_json::json!([]));
+    let reports = summary["reports"].as_array().expect("reports");
+    for f in &files {
+        assert!(
+            reports.iter().any(|r| r["file"] == f.display().to_string()),
+            "{} has no report line",
+            f.display()
+        );
+    }
+    for d in summary["domains"].as_array().expect("domains") {
+        let mine: Vec<&serde_json::Value> = reports
+            .iter()
+            .filter(|r| r["policyDomain"] == d["domain"])
+            .collect();
+        assert_eq!(d["reports"], mine.len(), "{d}");
+        let ok: u64 = mine
+            .iter()
+            .map(|r| r["successful"].as_u64().unwrap_or(0))
+            .sum();
+        let failed: u64 = mine.iter().map(|r| r["failed"].as_u64().unwrap_or(0)).sum();
+        assert_eq!(
+            (d["successful"].as_u64(), d["failed"].as_u64()),
+            (Some(ok), Some(failed)),
+            "{d}"
+        );
+    }
+    let rfc = summary["domains"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["domain"] == "company-y.example"))
+        .expect("the RFC 8460 example domain");
+    assert_eq!(rfc["failures"][0]["resultType"], "starttls-not-supported");
+    assert_eq!(rfc["failures"][0]["mx"], "mx2.mail.company-y.example");
+
+    let junk = std::env::temp_dir().join(format!("not-a-report-{}.json", std::process::id()));
+    std::fs::write(&junk, b"{\"organization-name\": 1}").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailsec"))
+        .arg("report")
+        .arg(&files[0])
+        .arg(&junk)
+        .output()
+        .expect("run mailsec report");
+    let _ = std::fs::remove_file(&junk);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("FILE"), "{text}");
+    assert!(
+        text.contains("refused: ") && text.contains(&junk.display().to_string()),
+        "{text}"
+    );
+}

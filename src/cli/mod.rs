@@ -5,6 +5,7 @@ mod controller;
 mod crd;
 mod receive;
 mod render;
+mod report;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,9 @@ enum Command {
     Serve(controller::ServeArgs),
     /// Run the TLS report receiver: reports POSTed to the `rua=https://` URL become TLSReports.
     Receive(receive::ReceiveArgs),
+    /// Summarize TLS report files (JSON, gzip or report e-mails) as the controller does in
+    /// status: per report and per domain, sessions and failures. Exits 1 if a file is no report.
+    Report(report::ReportArgs),
     /// Check what the internet sees of a domain: DNS records, the served policy, MX coverage.
     /// Exits 0 only when every check passes.
     Check(check::CheckArgs),
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => controller::serve(args),
         Command::Check(args) => check::run(args),
         Command::Receive(args) => receive::run(args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(code) => code,

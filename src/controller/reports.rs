@@ -151,16 +151,23 @@ fn window(reports: &[TLSReportSpec], days: u32, today: Date) -> ReportWindow {
     let first = today
         .checked_sub(jiff::Span::new().days(i64::from(days)))
         .unwrap_or(Date::MIN);
-    let mut out = ReportWindow {
-        days,
-        ..ReportWindow::default()
-    };
-    let mut reporters = BTreeSet::new();
-    let mut failures: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
-    for r in reports
+    let within: Vec<&TLSReportSpec> = reports
         .iter()
         .filter(|r| parse_day(&r.day).is_some_and(|d| d >= first && d <= today))
-    {
+        .collect();
+    ReportWindow {
+        days,
+        ..sum(within)
+    }
+}
+
+/// `reports` summed: reporters, sessions, failures by result type and MX (largest first).
+/// `days` is left 0.
+pub fn sum<'a>(reports: impl IntoIterator<Item = &'a TLSReportSpec>) -> ReportWindow {
+    let mut out = ReportWindow::default();
+    let mut reporters = BTreeSet::new();
+    let mut failures: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
+    for r in reports {
         out.reports += 1;
         reporters.insert(r.organization.clone());
         out.successful = out.successful.saturating_add(r.successful);
