@@ -200,3 +200,29 @@ fn committed_crds_match_the_code() {
         "crds/ is stale: run `cargo run -- crd > crds/mailsec.io.yaml`"
     );
 }
+
+#[test]
+fn the_tls_reports_example_publishes_the_receivers_url_and_passes_the_cel_rules() {
+    let file = "examples/tls-reports.yaml";
+    let url = "https://tlsrpt.example.com/v1/reports";
+    let out = mailsec(&["render", "-f", file, "--report-url", url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("_smtp._tls.example.com."))
+        .unwrap_or_else(|| panic!("no TLS-RPT record:\n{text}"));
+    assert!(
+        line.contains(&format!("rua=mailto:tlsrpt@example.com,{url}")),
+        "{line}"
+    );
+    for md in mail_domains(file) {
+        if let Err(e) = kube::core::cel::validate_cel(&md) {
+            panic!("{file}: CEL refuses a valid MailDomain: {e:?}");
+        }
+    }
+    // Without a receiver, receive is refused, naming the field.
+    let out = mailsec(&["render", "-f", file]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.tlsRpt.receive"));
+}

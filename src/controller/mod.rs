@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | dereference | [`dereference`] | the DKIM Secrets; then the claim and the provider [`dereference::Target`] |
 //! | validate, build | [`crate::model`] (pure) | [`crate::model::desired::Desired`] and warnings |
+//! | TLS reports | [`reports`] | [`reports::Reports`]: summary, `TLSReportsClean`, evidence for `mtaSts.promote` |
 //! | MTA-STS rollout | [`rollout`] | [`rollout::Rollout`]: the policy to serve, the id to publish |
 //! | policy hosting | [`hosting`] | [`hosting::Hosting`]: Ingress, Service, Certificate |
 //! | DNS | [`publish`] | [`publish::Published`]: read, plan, apply |

@@ -1,6 +1,6 @@
 //! One MailDomain, as the stages of DESIGN §3 in the order they run:
-//! dereference → validate → build → MTA-STS rollout → policy hosting → DNS → live checks →
-//! status. Every stage but status hands a typed value on; a failed stage stops the ones after
+//! dereference → validate → build → TLS reports → MTA-STS rollout → policy hosting → DNS →
+//! live checks → status. Every stage but status hands a typed value on; a failed stage stops the ones after
 //! it, and status is still written for the ones that ran. The only place that writes DNS or
 //! the MailDomain's status.
 
