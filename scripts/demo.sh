@@ -3,7 +3,8 @@
 #
 # 1. scripts/operator-up.sh: the local environment (kube-apiserver + etcd, BIND serving
 #    example.test with a TSIG key), the `mailsec` build, `mailsec serve` and `mailsec controller`
-#    in the background (kept, and stopped by `make down`), and what the internet would see of
+#    in the background (kept, and stopped by `make down`), `mailsec receive` (TLS reports), and
+#    what the internet would see of
 #    example.test: the policy over TLS (`mailsec serve`, a local test CA) and an SMTP peer with
 #    STARTTLS for its MX hosts; the controller's live checks ask the local DNS server;
 # 2. examples/local/: namespace `mail`, the TSIG Secret and an rfc2136 DNSProvider for the local
@@ -12,13 +13,15 @@
 #    example.test;
 # 3. waits (bounded) until the MailDomain is Ready with every live check verified, then shows
 #    it, the records as BIND serves them and the policy as senders fetch it;
-# 4. safe enforce: adds a second MX host (mx2) to DNS and asks for `enforce`: the operator holds
+# 4. TLS reports: a sender's report with failures at mx1 is POSTed to the receiver; it becomes
+#    a TLSReport, and the MailDomain's status.tlsReports and TLSReportsClean follow;
+# 5. safe enforce: adds a second MX host (mx2) to DNS and asks for `enforce`: the operator holds
 #    the policy in `testing` (Enforced=False, HeldInTesting) because mx2 is not covered; adds
 #    mx2 to the MailDomain: the policy is promoted to `enforce`;
-# 5. `mailsec check example.test` against the local setup, as anyone would run it.
+# 6. `mailsec check example.test` against the local setup, as anyone would run it.
 #
 # Idempotent: a second run starts again from the testing policy and one MX. The environment
-# stays up.
+# stays up. (Each run POSTs a new report, so the summary grows.)
 # Tunables: see scripts/operator-up.sh; MAILSEC_DEMO_TIMEOUT (seconds per wait, default 90).
 set -euo pipefail
 LOG_TAG=demo
@@ -146,6 +149,28 @@ conditions() {
 echo
 echo "# Every live check passed: records, policy over TLS, MX coverage, STARTTLS on the MX hosts."
 conditions
+
+trap 'failed $LINENO' ERR
+echo
+echo "# TLS reports. The _smtp._tls record names the receiver (mailsec receive). A sender's daily"
+echo "# report about yesterday, with failures at mx1, is POSTed to it as senders do (RFC 8460 §5.2):"
+report_json() { # <org> <report-id> <failed sessions>
+  local yesterday policy
+  yesterday=$(date -u -d yesterday +%F)
+  policy=$(k get maildomain "$NAME" -n "$NS" -o jsonpath='{.status.servedPolicy}' |
+    tr -d '\r' | sed 's/.*/"&"/' | paste -sd, -)
+  printf '{"organization-name":"%s","date-range":{"start-datetime":"%sT00:00:00Z","end-datetime":"%sT23:59:59Z"},"contact-info":"tlsrpt@%s.example","report-id":"%s","policies":[{"policy":{"policy-type":"sts","policy-string":[%s],"policy-domain":"%s","mx-host":["mx1.%s"]},"summary":{"total-successful-session-count":120,"total-failure-session-count":%s},"failure-details":[%s]}]}' \
+    "$1" "$yesterday" "$yesterday" "$1" "$2" "$policy" "$DOMAIN" "$DOMAIN" "$3" \
+    "$([ "$3" -gt 0 ] && printf '{"result-type":"certificate-expired","receiving-mx-hostname":"mx1.%s","receiving-ip":"127.0.0.1","failed-session-count":%s}' "$DOMAIN" "$3")"
+}
+report_json demo-sender "demo-$(date -u +%s)" 4 >"$MAILSEC_ENV_DIR/report.json"
+show curl -sS --max-time 5 -H 'Content-Type: application/tlsrpt+json' --data-binary "@$MAILSEC_ENV_DIR/report.json" \
+  "http://$MAILSEC_RECEIVE_ADDR/v1/reports"
+wait_until "the report is read into the status" "$(cond TLSReportsClean reason)" FailuresReported
+show kubectl get tlsreports -n "$NS"
+show kubectl get maildomain "$NAME" -n "$NS" -o jsonpath='{.status.tlsReports.windows[1]}{"\n"}'
+conditions
+trap - ERR
 
 trap 'failed $LINENO' ERR
 echo

@@ -13,7 +13,7 @@ STATE_MARKER=.mailsec-env
 COMPONENTS=(etcd kube-apiserver named knotd pdns route53)
 # The operator's processes, started by scripts/operator-up.sh (`make demo`, `make bench`) into
 # the same state directory; optional, and stopped before the environment they depend on.
-OPERATOR_COMPONENTS=(mailsec-serve mailsec-serve-tls mailsec-smtp-peer mailsec-controller)
+OPERATOR_COMPONENTS=(mailsec-serve mailsec-serve-tls mailsec-smtp-peer mailsec-receive mailsec-controller)
 
 log() { printf '[%s] %s\n' "${LOG_TAG:-env}" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -173,12 +173,15 @@ MAILSEC=$STATE/bin/mailsec
 mapfile -t taken < <(cat "$STATE"/ports/* 2>/dev/null)
 picked=()
 pick() { local p; p=$(pick_port "${taken[@]}" "${picked[@]}"); picked+=("$p"); echo "$p" >"$STATE/ports/$1"; }
-for p in mailsec-serve mailsec-serve-admin mailsec-serve-tls mailsec-serve-tls-admin mailsec-smtp-peer mailsec-controller-admin; do
+for p in mailsec-serve mailsec-serve-admin mailsec-serve-tls mailsec-serve-tls-admin mailsec-smtp-peer mailsec-receive mailsec-receive-admin mailsec-controller-admin; do
   pick "$p"
 done
 SERVE_PORT=$(port_of mailsec-serve) SERVE_ADMIN_PORT=$(port_of mailsec-serve-admin)
 TLS_PORT=$(port_of mailsec-serve-tls) TLS_ADMIN_PORT=$(port_of mailsec-serve-tls-admin)
 SMTP_PORT=$(port_of mailsec-smtp-peer) CONTROLLER_ADMIN_PORT=$(port_of mailsec-controller-admin)
+RECEIVE_PORT=$(port_of mailsec-receive) RECEIVE_ADMIN_PORT=$(port_of mailsec-receive-admin)
+# The receiver's public URL (an Ingress in a cluster); the demo POSTs to its local port.
+REPORT_URL="https://tlsrpt.$MAILSEC_DNS_ZONE/v1/reports"
 
 # Settings come from flags only: the processes get a clean environment (no MAILSEC_* or POD_*
 # variable a shell may carry), so the demo behaves the same everywhere. NO_COLOR: plain logs.
@@ -209,6 +212,11 @@ if [ "$CHECKS" = on ]; then
     --check-ca-file "$STATE/demo-pki/ca.crt" --check-https-port "$TLS_PORT" --check-smtp-port "$SMTP_PORT")
 fi
 
+log "starting mailsec receive on 127.0.0.1:$RECEIVE_PORT (TLS reports for $REPORT_URL)"
+launch mailsec-receive "${run_env[@]}" "$MAILSEC" receive \
+  --listen "127.0.0.1:$RECEIVE_PORT" --admin-addr "127.0.0.1:$RECEIVE_ADMIN_PORT"
+wait_ready mailsec-receive "$RECEIVE_ADMIN_PORT"
+
 # A fixed identity: a restarted controller takes its own Lease at once instead of waiting for
 # the old holder's lease to expire.
 log "starting mailsec controller (admin 127.0.0.1:$CONTROLLER_ADMIN_PORT, namespace $OPERATOR_NAMESPACE)"
@@ -218,6 +226,7 @@ launch mailsec-controller "${run_env[@]}" "$MAILSEC" controller \
   --identity "$IDENTITY" \
   --lease-name "$LEASE" \
   --policy-server-url "http://127.0.0.1:$SERVE_PORT/" \
+  --report-url "$REPORT_URL" \
   --admin-addr "127.0.0.1:$CONTROLLER_ADMIN_PORT" "${check_flags[@]}"
 wait_ready mailsec-controller "$CONTROLLER_ADMIN_PORT"
 wait_leader
@@ -231,6 +240,8 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
   echo "export MAILSEC_SERVE_ADMIN_ADDR=$(q "127.0.0.1:$SERVE_ADMIN_PORT")"
   echo "export MAILSEC_CONTROLLER_ADMIN_ADDR=$(q "127.0.0.1:$CONTROLLER_ADMIN_PORT")"
   echo "export MAILSEC_CHECKS=$(q "$CHECKS")"
+  echo "export MAILSEC_RECEIVE_ADDR=$(q "127.0.0.1:$RECEIVE_PORT")"
+  echo "export MAILSEC_RECEIVE_ADMIN_ADDR=$(q "127.0.0.1:$RECEIVE_ADMIN_PORT")"
   if [ "$CHECKS" = on ]; then
     echo "export MAILSEC_HTTPS_ADDR=$(q "127.0.0.1:$TLS_PORT")"
     echo "export MAILSEC_SMTP_ADDR=$(q "127.0.0.1:$SMTP_PORT")"
