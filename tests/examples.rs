@@ -206,7 +206,11 @@ fn the_tls_reports_example_publishes_the_receivers_url_and_passes_the_cel_rules(
     let file = "examples/tls-reports.yaml";
     let url = "https://tlsrpt.example.com/v1/reports";
     let out = mailsec(&["render", "-f", file, "--report-url", url]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()

@@ -292,6 +292,19 @@ async fn a_posted_report_becomes_a_tlsreport_the_summary_the_condition_and_the_m
             .all(|r| r.spec.raw.gzip.is_some() && r.spec.raw.sha256.len() == 64)
     );
 
+    // A TLSReport is immutable.
+    let patched = Api::<TLSReport>::namespaced(client.clone(), ns.name())
+        .patch(
+            &kept[0].name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"successful": 1}})),
+        )
+        .await;
+    assert!(
+        matches!(&patched, Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("immutable")),
+        "{patched:?}"
+    );
+
     // The same report again: stored once.
     let (code, body) = running.post_json(&failing).await;
     assert_eq!(code, 200, "{body}");
