@@ -230,3 +230,50 @@ fn the_tls_reports_example_publishes_the_receivers_url_and_passes_the_cel_rules(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.tlsRpt.receive"));
 }
+
+/// The DNSProviders of examples/providers/ pass the CRD's CEL rules (evaluated here by kube's
+/// client-side CEL engine), and a settings block that does not match the type is refused: for
+/// the hetzner and digitalocean examples, each with the other's block.
+#[test]
+fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
+    use mailsec_operator::api::DNSProvider;
+    let provider = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(root().join(file)).expect("read");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
+        docs.into_iter()
+            .find(|d| d["kind"] == "DNSProvider")
+            .expect("a DNSProvider")
+    };
+    for file in [
+        "examples/providers/hetzner.yaml",
+        "examples/providers/digitalocean.yaml",
+        "examples/providers/cloudflare.yaml",
+        "examples/providers/powerdns.yaml",
+    ] {
+        let out = mailsec(&["render", "-f", file]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p: DNSProvider = serde_json::from_value(provider(file)).expect("DNSProvider");
+        if let Err(e) = kube::core::cel::validate_cel(&p) {
+            panic!("{file}: CEL refuses the example's DNSProvider: {e:?}");
+        }
+    }
+    let hetzner = provider("examples/providers/hetzner.yaml");
+    let mut crossed = provider("examples/providers/digitalocean.yaml");
+    crossed["spec"]["type"] = serde_json::json!("hetzner");
+    let p: DNSProvider = serde_json::from_value(crossed.clone()).expect("DNSProvider");
+    let errors = format!("{:?}", kube::core::cel::validate_cel(&p));
+    assert!(
+        errors.contains("hetzner settings are required when type is hetzner"),
+        "{errors}"
+    );
+    crossed["spec"]["hetzner"] = hetzner["spec"]["hetzner"].clone();
+    let p: DNSProvider = serde_json::from_value(crossed).expect("DNSProvider");
+    assert!(
+        kube::core::cel::validate_cel(&p).is_err(),
+        "two settings blocks"
+    );
+}

@@ -1766,6 +1766,8 @@ async fn the_provider_examples_render_and_are_admitted() {
         "powerdns.yaml",
         "cloudflare.yaml",
         "route53.yaml",
+        "hetzner.yaml",
+        "digitalocean.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),

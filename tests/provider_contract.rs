@@ -1,9 +1,10 @@
 //! The provider contract: one set of scenarios, run through the DNS stage of the controller
 //! (`publish::run`: read, plan, apply) against every backend, each against a real server of
 //! the test environment where one exists: rfc2136 against BIND 9 and against Knot DNS,
-//! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), and cloudflare
-//! against the stateful fake of its v4 API in `support/cloudflare.rs` (no Cloudflare server
-//! runs outside Cloudflare; the fake says which documented behaviours it reproduces).
+//! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), and cloudflare,
+//! hetzner and digitalocean against the stateful fakes of their APIs in `support/` (no such
+//! server runs outside those companies; each fake says which documented behaviours it
+//! reproduces).
 //! Foreign values are written through a side door (nsupdate, the PowerDNS API directly, the
 //! fake's state) and checked with `dig` against the real servers, an implementation that is
 //! not ours, or in the fake's records.
@@ -23,6 +24,8 @@ use mailsec_operator::dns::DnsError;
 use mailsec_operator::dns::backend::DnsBackend;
 use mailsec_operator::dns::cloudflare::Cloudflare;
 use mailsec_operator::dns::content::value_of as content_value;
+use mailsec_operator::dns::digitalocean::DigitalOcean;
+use mailsec_operator::dns::hetzner::Hetzner;
 use mailsec_operator::dns::ownership::Owner;
 use mailsec_operator::dns::plan::{Policy, Settings};
 use mailsec_operator::dns::powerdns::PowerDns;
@@ -37,6 +40,8 @@ enum SideDoor {
     PowerDns(PowerDnsSettings),
     Cloudflare(support::cloudflare::Fake),
     Route53(support::route53::Route53),
+    Hetzner(support::hetzner::Fake),
+    DigitalOcean(support::digitalocean::Fake),
 }
 
 /// One backend against one server.
@@ -66,9 +71,30 @@ fn powerdns(pdns: &PowerDnsSettings, key: &str) -> PowerDns {
     PowerDns::new(&pdns.api_url, "localhost", key.to_owned()).expect("powerdns")
 }
 
+/// The hetzner backend against the fake, polling its Actions without the production pause.
+fn hetzner(fake: &support::hetzner::Fake, token: &str) -> Hetzner {
+    Hetzner::new(&fake.url, token.to_owned())
+        .expect("hetzner")
+        .with_first_poll(std::time::Duration::from_millis(5))
+}
+
 async fn subjects(env: &TestEnv) -> Vec<Subject> {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let hz = support::hetzner::Fake::start(&env.dns.zone).await;
+    let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
     vec![
+        Subject {
+            name: "hetzner (fake)",
+            backend: Arc::new(hetzner(&hz, &hz.token)),
+            dns: env.dns.clone(),
+            side: SideDoor::Hetzner(hz),
+        },
+        Subject {
+            name: "digitalocean (fake)",
+            backend: Arc::new(DigitalOcean::new(&dgo.url, dgo.token.clone()).expect("do")),
+            dns: env.dns.clone(),
+            side: SideDoor::DigitalOcean(dgo),
+        },
         Subject {
             name: "route53 (moto, strict)",
             backend: Arc::new(
@@ -118,6 +144,8 @@ impl Subject {
                 dns.update(&format!("update add {name}. {ttl} TXT {presentation}\n"))
             }
             SideDoor::Cloudflare(fake) => fake.add_raw(name, presentation, ttl),
+            SideDoor::Hetzner(fake) => fake.add_raw(name, "TXT", presentation, ttl),
+            SideDoor::DigitalOcean(fake) => fake.add_raw(name, presentation, ttl),
             SideDoor::Route53(r53) => {
                 r53.add_foreign(&self.dns.zone, name, ttl, presentation)
                     .await
@@ -180,6 +208,8 @@ impl Subject {
             SideDoor::Cloudflare(fake) => {
                 fake.records(name).into_iter().map(|r| r.content).collect()
             }
+            SideDoor::Hetzner(fake) => fake.txt(name),
+            SideDoor::DigitalOcean(fake) => fake.published(name),
             _ => self.dns.dig_short(name, "TXT"),
         };
         lines.sort();
@@ -193,6 +223,12 @@ impl Subject {
         }
         if let SideDoor::Cloudflare(fake) = &self.side {
             return fake.records(name).first().map(|r| r.ttl);
+        }
+        if let SideDoor::Hetzner(fake) = &self.side {
+            return fake.rrset(name, "TXT").and_then(|r| r.ttl);
+        }
+        if let SideDoor::DigitalOcean(fake) = &self.side {
+            return fake.records(name, "TXT").first().map(|r| r.ttl);
         }
         let out = self.dns.dig(&["+noall", "+answer", name, "TXT"]);
         String::from_utf8_lossy(&out.stdout)
@@ -220,6 +256,20 @@ impl Subject {
             v.sort();
             return v;
         }
+        if let SideDoor::Hetzner(fake) = &self.side {
+            let mut v: Vec<String> = fake.txt(name).iter().map(|x| content_value(x)).collect();
+            v.sort();
+            return v;
+        }
+        if let SideDoor::DigitalOcean(fake) = &self.side {
+            let mut v: Vec<String> = fake
+                .records(name, "TXT")
+                .into_iter()
+                .map(|r| r.data)
+                .collect();
+            v.sort();
+            return v;
+        }
         self.dns.txt(name)
     }
 
@@ -239,6 +289,21 @@ impl Subject {
                             format!("{}.", r.content.trim_end_matches('.'))
                         } else {
                             r.content
+                        }
+                    })
+                    .collect(),
+                SideDoor::Hetzner(fake) => fake
+                    .rrset(name, rtype)
+                    .map(|r| r.values)
+                    .unwrap_or_default(),
+                SideDoor::DigitalOcean(fake) => fake
+                    .records(name, rtype)
+                    .into_iter()
+                    .map(|r| {
+                        if rtype == "CNAME" {
+                            format!("{}.", r.data)
+                        } else {
+                            r.data
                         }
                     })
                     .collect(),
@@ -269,6 +334,8 @@ impl Subject {
                 dns.update(&format!("update add {name}. 300 {rtype} {value}\n"))
             }
             SideDoor::Cloudflare(fake) => fake.add_raw_address(name, rtype, value),
+            SideDoor::Hetzner(fake) => fake.add_raw(name, rtype, value, 300),
+            SideDoor::DigitalOcean(fake) => fake.add_record(name, rtype, value, 300),
             SideDoor::Route53(r53) => {
                 r53.add_foreign_address(&self.dns.zone, name, rtype, value)
                     .await
@@ -433,6 +500,19 @@ async fn long_dkim_keys_are_split_into_strings_that_join_to_the_value_and_do_not
             let value = dkim(bits);
             assert!(value.len() > if bits == 2048 { 400 } else { 730 });
             let desired = [record(&name, RecordKind::Dkim, &value)];
+            if s.name.starts_with("digitalocean") && bits == 4096 {
+                // DigitalOcean refuses a TXT value over ~512 bytes once encoded: a 4096-bit
+                // key (~750) cannot be published there. The pass says so and writes nothing.
+                let err = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+                    .await
+                    .expect_err("a 4096-bit key on DigitalOcean");
+                assert_eq!(err.category(), "DNSProviderInvalid", "{err}");
+                let text = err.to_string();
+                assert!(text.contains(&name) && text.contains("limit"), "{text}");
+                assert!(s.values(&name).await.is_empty(), "nothing written");
+                assert!(s.values(&format!("_mailsec.{name}")).await.is_empty());
+                continue;
+            }
             let first = publish(&s, &t, &desired, &[]).await;
             let strings = s.strings(&name).await;
             assert!(strings.len() >= 2, "{}: split: {strings:?}", s.name);
@@ -684,9 +764,12 @@ async fn a_foreign_change_between_our_read_and_our_write_is_never_lost() {
             s.name
         );
         match (s.backend.writes(), &result) {
-            // Value-level updates (RFC 2136, Cloudflare's one record per value) cannot lose
-            // it: ours is added beside it.
-            _ if s.name.starts_with("rfc2136") || s.name.starts_with("cloudflare") => {
+            // Value-level updates (RFC 2136, Hetzner's add/remove_records, one record per
+            // value at Cloudflare and DigitalOcean) cannot lose it: ours is added beside it.
+            _ if ["rfc2136", "cloudflare", "hetzner", "digitalocean"]
+                .iter()
+                .any(|p| s.name.starts_with(p)) =>
+            {
                 assert!(result.is_ok(), "{}: {result:?}", s.name);
                 assert!(values.contains(&spf.value), "{}", s.name);
             }
@@ -922,6 +1005,239 @@ async fn cloudflare_errors_have_their_reasons_and_write_nothing() {
     assert_eq!((create_calls, noop_calls), (6, 2));
 }
 
+/// The hetzner fake's error paths: each has its reason and writes nothing; an Action that
+/// ends in `error` says so; a short rate limit is waited out (by `Retry-After`, or by
+/// `RateLimit-Reset` when that is all Hetzner sends), a long one is handed back with its wait;
+/// and a write waits for its Actions, polling until they succeed.
+#[tokio::test]
+async fn hetzner_errors_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let fake = support::hetzner::Fake::start(&env.dns.zone).await;
+    let name = format!("hz-{}.{}", random_suffix(), fake.zone);
+    let marker = format!("_mailsec.{name}");
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let desired = &desired;
+    let hz_target = |backend: Hetzner, zone: &str| target(Arc::new(backend), zone, "contract/hz");
+    let run = |t: Target| async move {
+        publish::run(&t, desired, NO_HOST, &publish::Address::None, &[]).await
+    };
+    let nothing_written = || {
+        assert!(fake.txt(&name).is_empty(), "nothing written");
+        assert!(fake.txt(&marker).is_empty(), "no marker written");
+    };
+
+    let err = run(hz_target(hetzner(&fake, "not-a-token"), &fake.zone))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(err.to_string().contains("unauthorized"), "{err}");
+
+    let err = run(hz_target(hetzner(&fake, &fake.token), "other.test"))
+        .await
+        .expect_err("a zone the project does not have");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+    assert!(err.to_string().contains("other.test"), "{err}");
+
+    fake.throttle(1, 30, true);
+    let err = run(hz_target(hetzner(&fake, &fake.token), &fake.zone))
+        .await
+        .expect_err("throttled for longer than is waited out");
+    assert_eq!(
+        (err.category(), err.retry_after()),
+        ("DNSRateLimited", Some(std::time::Duration::from_secs(30))),
+        "{err}"
+    );
+
+    fake.fail_actions(1);
+    let err = run(hz_target(hetzner(&fake, &fake.token), &fake.zone))
+        .await
+        .expect_err("an Action that fails");
+    assert_eq!(err.category(), "DNSServerError", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("action_failed") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    nothing_written();
+
+    // Rate limited once with only RateLimit-Reset (a second ahead): waited out, then written,
+    // each Action polled until it succeeded (the fake finishes one on its second poll).
+    fake.throttle(1, 1, false);
+    let t = hz_target(hetzner(&fake, &fake.token), &fake.zone);
+    let log_before = fake.call_log().len();
+    let first = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("published after the rate limit");
+    let log: Vec<String> = fake.call_log()[log_before..].to_vec();
+    let adds = log.iter().filter(|c| c.ends_with("add_records")).count();
+    let polls = log.iter().filter(|c| *c == "GET /actions/{id}").count();
+    assert_eq!(adds, 2, "the record and its marker: {log:?}");
+    assert!(polls >= 2 * adds, "each Action polled to success: {log:?}");
+    assert_eq!(fake.txt(&name), ["\"v=DMARC1; p=none\""]);
+    assert_eq!(fake.txt(&marker).len(), 1);
+    let before = fake.calls();
+    let again = publish::run(
+        &t,
+        desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("again");
+    assert_eq!(again.changes, 0);
+    assert_eq!(fake.calls() - before, 2, "a no-op pass reads the two names");
+    publish::run(&t, &[], NO_HOST, &publish::Address::None, &again.records)
+        .await
+        .expect("clean up");
+    nothing_written();
+}
+
+/// The digitalocean fake's error paths, and DigitalOcean's length limit: a value over it is
+/// refused before anything is written, naming the record; the fake itself refuses it too.
+#[tokio::test]
+async fn digitalocean_errors_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let fake = support::digitalocean::Fake::start(&env.dns.zone).await;
+    let name = format!("do-{}.{}", random_suffix(), fake.zone);
+    let marker = format!("_mailsec.{name}");
+    let good = || DigitalOcean::new(&fake.url, fake.token.clone()).expect("do");
+    let do_target =
+        |backend: DigitalOcean, zone: &str| target(Arc::new(backend), zone, "contract/do");
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let desired = &desired;
+    let run = |t: Target| async move {
+        publish::run(&t, desired, NO_HOST, &publish::Address::None, &[]).await
+    };
+    let nothing_written = |n: &str| {
+        assert!(fake.records(n, "TXT").is_empty(), "nothing written at {n}");
+    };
+
+    let wrong = DigitalOcean::new(&fake.url, "not-a-token".into()).expect("do");
+    let err = run(do_target(wrong, &fake.zone))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(err.to_string().contains("unauthorized"), "{err}");
+
+    let err = run(do_target(good(), "other.test"))
+        .await
+        .expect_err("a domain the account does not have");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+
+    fake.throttle(1, 30, true);
+    let err = run(do_target(good(), &fake.zone))
+        .await
+        .expect_err("throttled for longer than is waited out");
+    assert_eq!(
+        (err.category(), err.retry_after()),
+        ("DNSRateLimited", Some(std::time::Duration::from_secs(30))),
+        "{err}"
+    );
+    nothing_written(&name);
+
+    // Over the limit: refused before any write, naming the record and the numbers.
+    let dkim_name = format!("k4096-{}._domainkey.{}", random_suffix(), fake.zone);
+    let long = [record(&dkim_name, RecordKind::Dkim, &dkim(4096))];
+    let t = do_target(good(), &fake.zone);
+    let before = fake.calls();
+    let err = publish::run(&t, &long, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("a 4096-bit key");
+    assert_eq!(err.category(), "DNSProviderInvalid", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&dkim_name) && text.contains("509") && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert_eq!(fake.calls() - before, 2, "only the two reads of the plan");
+    nothing_written(&dkim_name);
+    nothing_written(&format!("_mailsec.{dkim_name}"));
+    // The fake refuses it as DigitalOcean does, with 422.
+    let http = support::http_client();
+    let answer = http
+        .post(format!("{}/v2/domains/{}/records", fake.url, fake.zone))
+        .bearer_auth(&fake.token)
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({"type": "TXT", "name": "direct", "data": dkim(4096), "ttl": 300})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status().as_u16(), 422);
+    let body: serde_json::Value =
+        serde_json::from_str(&answer.text().await.expect("body")).expect("JSON");
+    assert_eq!(body["id"], "unprocessable_entity");
+
+    // Rate limited once with only ratelimit-reset (a second ahead): waited out, then written.
+    fake.throttle(1, 1, false);
+    let t = do_target(good(), &fake.zone);
+    let first = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("published after the rate limit");
+    assert_eq!(
+        fake.records(&name, "TXT")
+            .iter()
+            .map(|r| r.data.as_str())
+            .collect::<Vec<_>>(),
+        ["v=DMARC1; p=none"],
+        "unquoted, joined"
+    );
+    assert_eq!(fake.records(&marker, "TXT").len(), 1);
+    let before = fake.calls();
+    let again = publish::run(
+        &t,
+        desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("again");
+    assert_eq!(again.changes, 0);
+    assert_eq!(fake.calls() - before, 2, "a no-op pass reads the two names");
+    publish::run(&t, &[], NO_HOST, &publish::Address::None, &again.records)
+        .await
+        .expect("clean up");
+    nothing_written(&name);
+    nothing_written(&marker);
+}
+
+/// Paging: more records at a name than a page holds are all read (DigitalOcean's
+/// `links.pages.next`, followed by page number), so a value on page two is seen and not
+/// written twice.
+#[tokio::test]
+async fn digitalocean_reads_every_page() {
+    let Some(env) = support::env() else { return };
+    let fake = support::digitalocean::Fake::start(&env.dns.zone).await;
+    let domain = format!("pages-{}.{}", random_suffix(), fake.zone);
+    for n in 0..230 {
+        fake.add_raw(&domain, &format!("\"verification-{n}\""), 300);
+    }
+    let t = target(
+        Arc::new(DigitalOcean::new(&fake.url, fake.token.clone()).expect("do")),
+        &fake.zone,
+        "contract/pages",
+    );
+    let current = t
+        .backend
+        .read(&t.zone, std::slice::from_ref(&domain))
+        .await
+        .expect("read");
+    assert_eq!(current[&domain].values.len(), 230, "both pages");
+    let spf = [record(&domain, RecordKind::Spf, "v=spf1 -all")];
+    let first = publish::run(&t, &spf, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("publish");
+    let again = publish::run(&t, &spf, NO_HOST, &publish::Address::None, &first.records)
+        .await
+        .expect("again");
+    assert_eq!(again.changes, 0);
+    assert_eq!(fake.records(&domain, "TXT").len(), 231);
+}
+
 /// What the strictness layer is for: moto alone accepts a DELETE that does not match the
 /// record set as it is (and so loses a value someone added), Route 53 and our strict moto
 /// refuse it. Also an over-long string and a CREATE over an existing set.
@@ -1097,6 +1413,8 @@ impl Counter {
 async fn requests_per_pass_create_and_no_op() {
     let Some(env) = support::env() else { return };
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let hz = support::hetzner::Fake::start(&env.dns.zone).await;
+    let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
     let counter = Arc::new(Counter::default());
     let meter = || counter.clone() as Arc<dyn mailsec_operator::dns::backend::ApiMeter>;
     let backends: Vec<(&str, Arc<dyn DnsBackend>, u64)> = vec![
@@ -1127,6 +1445,20 @@ async fn requests_per_pass_create_and_no_op() {
                     .with_meter(meter()),
             ),
             1,
+        ),
+        (
+            "hetzner",
+            Arc::new(hetzner(&hz, &hz.token).with_meter(meter())),
+            1,
+        ),
+        (
+            "digitalocean",
+            Arc::new(
+                DigitalOcean::new(&dgo.url, dgo.token.clone())
+                    .expect("do")
+                    .with_meter(meter()),
+            ),
+            0,
         ),
     ];
     for (name, backend, zone_lookup) in backends {

@@ -40,8 +40,9 @@ pub struct DNSProviderSpec {
 pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
     /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API), `route53`
-    /// (Amazon Route 53) or `manual` (write nothing; status lists the records to publish by
-    /// hand). The settings block named like the type is required, and only it.
+    /// (Amazon Route 53), `hetzner` (Hetzner's Cloud DNS API), `digitalocean` (the
+    /// DigitalOcean v2 API) or `manual` (write nothing; status lists the records to publish
+    /// by hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
@@ -56,6 +57,12 @@ pub struct ProviderSettings {
     /// Settings of the route53 provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route53: Option<Route53Spec>,
+    /// Settings of the hetzner provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hetzner: Option<HetznerSpec>,
+    /// Settings of the digitalocean provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digitalocean: Option<DigitalOceanSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -84,15 +91,20 @@ pub enum ProviderType {
     PowerDns,
     Cloudflare,
     Route53,
+    Hetzner,
+    #[serde(rename = "digitalocean")]
+    DigitalOcean,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 5] = [
+    pub const ALL: [ProviderType; 7] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
         ProviderType::Cloudflare,
         ProviderType::Route53,
+        ProviderType::Hetzner,
+        ProviderType::DigitalOcean,
         ProviderType::Manual,
     ];
 
@@ -103,6 +115,8 @@ impl ProviderType {
             ProviderType::PowerDns => "powerdns",
             ProviderType::Cloudflare => "cloudflare",
             ProviderType::Route53 => "route53",
+            ProviderType::Hetzner => "hetzner",
+            ProviderType::DigitalOcean => "digitalocean",
             ProviderType::Manual => "manual",
         }
     }
@@ -227,6 +241,40 @@ pub struct Route53Spec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("endpoint must be an http:// or https:// URL without a path"))]
     pub endpoint: Option<String>,
+}
+
+/// Hetzner Cloud DNS settings (the DNS API of the Hetzner Console projects,
+/// `https://api.hetzner.cloud/v1`; the old `dns.hetzner.com` API is shut down). The zone is
+/// found by name among the project's zones and must be in primary mode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HetznerSpec {
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding an API token of the project that holds the zones, with Read & Write
+    /// permission (Security > API tokens in the Hetzner Console).
+    pub token_secret_ref: SecretKeyRef,
+    /// The API's base URL; `https://api.hetzner.cloud/v1` unless set (for a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^?#]+$')").message("apiUrl must be an http:// or https:// URL"))]
+    pub api_url: Option<String>,
+}
+
+/// DigitalOcean DNS settings (the v2 API's domains). The zone is a domain added to the
+/// DigitalOcean account. DigitalOcean refuses TXT values longer than about 500 bytes once
+/// quoted: a 2048-bit DKIM key fits, a 4096-bit one does not.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DigitalOceanSpec {
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding a personal access token with the `domain` scopes (read, create,
+    /// update, delete).
+    pub token_secret_ref: SecretKeyRef,
+    /// The API's base URL; `https://api.digitalocean.com` unless set (for a proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^?#]+$')").message("apiUrl must be an http:// or https:// URL"))]
+    pub api_url: Option<String>,
 }
 
 fn default_server_id() -> String {

@@ -203,7 +203,7 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
             policy_server: args.policy_server_url,
             checks,
             report_url: args.report_url,
-            report_retention: crate::controller::reports::Retention {
+            report_retention: crate::controller::context::Retention {
                 days: args.report_retention_days,
                 count: args.report_retention_count,
             },

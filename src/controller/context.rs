@@ -50,7 +50,7 @@ pub struct Config {
     /// receiver.
     pub report_url: Option<crate::domain::tlsrpt::ReportUri>,
     /// How long and how many TLSReports are kept per MailDomain.
-    pub report_retention: super::reports::Retention,
+    pub report_retention: Retention,
 }
 
 /// Shared state of the reconciles.
@@ -63,4 +63,20 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}
+
+/// How long and how many TLSReports are kept per MailDomain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub days: u32,
+    pub count: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            days: 90,
+            count: 400,
+        }
+    }
 }

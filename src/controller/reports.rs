@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{Report, Status, Type, reason};
-use super::context::Context;
+use super::context::{Context, Retention};
 use crate::api::{
     FailureCount, MailDomain, PromoteSpec, REPORT_MAILDOMAIN_LABEL, ReportWindow, TLSReport,
     TLSReportSpec, TlsReportsSummary,
@@ -25,22 +25,6 @@ const MAX_REPORTERS: usize = 20;
 const MAX_FAILURES: usize = 10;
 /// Deletes per pass, so a backlog is pruned over a few passes, not in one burst.
 const MAX_PRUNE: usize = 50;
-
-/// How long and how many TLSReports are kept per MailDomain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    pub days: u32,
-    pub count: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            days: 90,
-            count: 400,
-        }
-    }
-}
 
 /// The stage's output.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,13 +1,22 @@
 //! What the HTTP API backends share: one client per backend (connections kept alive, TLS with
-//! the Web PKI roots through rustls and ring, no redirects followed), and the reading of a
-//! rate limit's `Retry-After`.
+//! the Web PKI roots through rustls and ring, no redirects followed), the reading of a
+//! rate limit's `Retry-After` (or `RateLimit-Reset`), and a bounded retry of rate-limited
+//! requests.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::DnsError;
+use super::backend::{ApiMeter, result_of};
+
+/// How many times [`with_rate_limit_retries`] repeats a rate-limited request.
+pub const RATE_LIMIT_RETRIES: u32 = 2;
+/// The longest wait [`with_rate_limit_retries`] sits out itself; a longer one is the
+/// caller's (the reconcile's backoff), as [`DnsError::RateLimited`] with its `retry_after`.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
 
 /// Makes ring the process's rustls provider, which reqwest needs before it builds any client
 /// (it is built without a provider of its own, to avoid a second crypto library). Idempotent.
@@ -59,6 +68,51 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// How long a rate-limited answer asks us to wait: `Retry-After` in seconds, else the
+/// `RateLimit-Reset` header's Unix time from now (at least a second), as Hetzner and
+/// DigitalOcean send it.
+pub fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
+    retry_after(headers).or_else(|| {
+        let reset: u64 = headers
+            .get("ratelimit-reset")?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
+    })
+}
+
+/// Runs `attempt` (one request) and reports it to `meter`; a [`DnsError::RateLimited`]
+/// that asks for at most [`MAX_INLINE_WAIT`] (a second when it does not say) is waited out
+/// and the request repeated, up to [`RATE_LIMIT_RETRIES`] times. Every attempt is reported.
+pub async fn with_rate_limit_retries<T, F, Fut>(
+    meter: &dyn ApiMeter,
+    provider: &'static str,
+    mut attempt: F,
+) -> Result<T, DnsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DnsError>>,
+{
+    let mut left = RATE_LIMIT_RETRIES;
+    loop {
+        let result = attempt().await;
+        meter.request(provider, result_of(&result));
+        if let Err(DnsError::RateLimited { retry_after, .. }) = &result {
+            let wait = retry_after.unwrap_or(Duration::from_secs(1));
+            if left > 0 && wait <= MAX_INLINE_WAIT {
+                left -= 1;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        return result;
+    }
+}
+
 /// A transport error in few words: timeouts and refused connections say so.
 pub fn describe(error: &reqwest::Error) -> String {
     let mut text = if error.is_timeout() {
@@ -91,5 +145,58 @@ mod tests {
             "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_rate_limit_reset_time_is_a_wait_from_now() {
+        let mut h = HeaderMap::new();
+        assert_eq!(rate_limit_wait(&h), None);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        h.insert("ratelimit-reset", (now + 30).to_string().parse().unwrap());
+        let wait = rate_limit_wait(&h).unwrap();
+        assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");
+        h.insert("ratelimit-reset", (now - 5).to_string().parse().unwrap());
+        assert_eq!(rate_limit_wait(&h), Some(Duration::from_secs(1)), "past");
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(rate_limit_wait(&h), Some(Duration::from_secs(3)), "first");
+    }
+
+    #[tokio::test]
+    async fn short_rate_limits_are_waited_out_and_long_ones_returned() {
+        struct Count(std::sync::Mutex<Vec<&'static str>>);
+        impl ApiMeter for Count {
+            fn request(&self, _: &'static str, result: &'static str) {
+                self.0.lock().unwrap().push(result);
+            }
+        }
+        let limited = |s: u64| DnsError::RateLimited {
+            retry_after: Some(Duration::from_millis(s)),
+            detail: "x".into(),
+        };
+        let meter = Count(Default::default());
+        let mut n = 0;
+        let out = with_rate_limit_retries(&meter, "t", || {
+            n += 1;
+            let r = if n == 1 { Err(limited(10)) } else { Ok(n) };
+            async move { r }
+        })
+        .await;
+        assert_eq!(out, Ok(2));
+        assert_eq!(*meter.0.lock().unwrap(), ["DNSRateLimited", "ok"]);
+        let long = limited(60_000);
+        let out: Result<(), _> =
+            with_rate_limit_retries(&meter, "t", || std::future::ready(Err(long.clone()))).await;
+        assert_eq!(out, Err(long), "not waited for");
+        let mut tries = 0;
+        let out: Result<(), _> = with_rate_limit_retries(&meter, "t", || {
+            tries += 1;
+            std::future::ready(Err(limited(1)))
+        })
+        .await;
+        assert!(out.is_err());
+        assert_eq!(tries, 1 + RATE_LIMIT_RETRIES, "bounded");
     }
 }

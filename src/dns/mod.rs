@@ -6,6 +6,8 @@ pub mod address;
 pub mod backend;
 pub mod cloudflare;
 pub mod content;
+pub mod digitalocean;
+pub mod hetzner;
 pub mod http;
 pub mod memory;
 pub mod ownership;
@@ -57,6 +59,28 @@ impl DnsError {
             DnsError::ConcurrentChange(_) => "DNSConcurrentChange",
             DnsError::Server(_) => "DNSServerError",
             DnsError::Config(_) => "DNSProviderInvalid",
+        }
+    }
+
+    /// The same error with `more` added to its text (what was already done, say), its
+    /// category and `retry_after` unchanged.
+    pub fn with_detail(self, more: &str) -> DnsError {
+        let add = |s: String| format!("{s}; {more}");
+        match self {
+            DnsError::Unreachable(s) => DnsError::Unreachable(add(s)),
+            DnsError::Auth(s) => DnsError::Auth(add(s)),
+            DnsError::Refused(s) => DnsError::Refused(add(s)),
+            DnsError::ZoneNotFound(s) => DnsError::ZoneNotFound(add(s)),
+            DnsError::RateLimited {
+                retry_after,
+                detail,
+            } => DnsError::RateLimited {
+                retry_after,
+                detail: add(detail),
+            },
+            DnsError::ConcurrentChange(s) => DnsError::ConcurrentChange(add(s)),
+            DnsError::Server(s) => DnsError::Server(add(s)),
+            DnsError::Config(s) => DnsError::Config(add(s)),
         }
     }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
+use super::digitalocean::DigitalOcean;
+use super::hetzner::Hetzner;
 use super::powerdns::PowerDns;
 use super::rfc2136::Rfc2136;
 use super::route53::Route53;
@@ -34,6 +36,16 @@ pub async fn connect(
         ),
         t @ ProviderType::Route53 => Arc::new(
             Route53::from_spec(settings.route53.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::Hetzner => Arc::new(
+            Hetzner::from_spec(settings.hetzner.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::DigitalOcean => Arc::new(
+            DigitalOcean::from_spec(settings.digitalocean.as_ref().ok_or(missing(t))?, secrets)
                 .await?
                 .with_meter(meter),
         ),

@@ -20,6 +20,8 @@
 #![allow(dead_code)]
 
 pub mod cloudflare;
+pub mod digitalocean;
+pub mod hetzner;
 pub mod maildomain;
 pub mod operator;
 pub mod process;
