@@ -102,6 +102,10 @@ pub struct MailDomainSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["selector".into()]))]
     pub dkim: Vec<DkimSpec>,
 
+    /// The signing Secret of the `managed` DKIM keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_signing: Option<DkimSigningSpec>,
+
     /// BIMI: the `<selector>._bimi` TXT record pointing at the brand logo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bimi: Option<BimiSpec>,
@@ -433,9 +437,11 @@ pub enum Alignment {
 /// One DKIM selector and its key.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.keySecretRef) != has(self.publicKey)").message("set exactly one of keySecretRef or publicKey"))]
+#[x_kube(validation = Rule::new("[has(self.keySecretRef), has(self.publicKey), has(self.managed)].filter(x, x).size() == 1").message("set exactly one of keySecretRef, publicKey or managed"))]
 pub struct DkimSpec {
-    /// The selector: the record is published at `<selector>._domainkey.<domain>`.
+    /// The selector: the record is published at `<selector>._domainkey.<domain>`. With
+    /// `managed`, the prefix of the selectors the operator makes: `s` gives `s20261201`, the
+    /// prefix and the UTC day the key was made.
     #[schemars(length(min = 1, max = 126))]
     #[x_kube(validation = Rule::new(format!("self.matches('{SELECTOR}')")).message("selector must be one or more labels of letters, digits and inner hyphens, such as s2026"))]
     pub selector: String,
@@ -447,10 +453,103 @@ pub struct DkimSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub public_key: Option<String>,
+    /// A key the operator makes, rotates and hands to the mail server through the signing
+    /// Secret (`dkimSigning`), instead of one you bring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedKeySpec>,
     /// Publish `t=y`: the domain is testing DKIM and verifiers should not treat failures
     /// differently from unsigned mail.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub testing: bool,
+}
+
+/// A DKIM key the operator makes and rotates: `Pending` (published, waiting until DNS serves
+/// it and a TTL has passed) → `Active` (in the signing Secret) → `Retiring` (still published
+/// for `overlap`, for mail signed before the switch) → `Retired` (record and private key
+/// removed). A rotation never leaves the entry without an active key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.rotateEvery) == duration('0s') || duration(self.rotateEvery) > duration(self.overlap)").message("rotateEvery must be longer than overlap (or 0s: never rotate)"))]
+pub struct ManagedKeySpec {
+    /// `rsa-2048` (the default), `rsa-3072`, `rsa-4096` or `ed25519` (RFC 8463; sign with
+    /// an RSA key too, as not every verifier knows Ed25519).
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// How long a key signs before the next one replaces it, as a duration (`4320h`, about 180
+    /// days, the default); `0s` never rotates. Longer than `overlap`.
+    #[serde(default = "default_rotate_every")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("rotateEvery must be a duration such as 4320h or 90m"))]
+    pub rotate_every: String,
+    /// How long a replaced key stays published, so mail signed with it in flight or queued
+    /// still verifies (`336h`, 14 days, the default).
+    #[serde(default = "default_overlap")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("overlap must be a duration such as 336h"))]
+    pub overlap: String,
+    /// How long a new key is published before it signs; it also waits until DNS serves it.
+    /// Default: the records' TTL (caches that saw the name without the record have forgotten
+    /// it). Set it longer for slow secondaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')").message("activateAfter must be a duration such as 1h"))]
+    pub activate_after: Option<String>,
+}
+
+fn default_rotate_every() -> String {
+    "4320h".into()
+}
+
+fn default_overlap() -> String {
+    "336h".into()
+}
+
+/// The algorithm of a managed DKIM key.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DkimAlgorithm {
+    #[default]
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa2048 => "rsa-2048",
+            DkimAlgorithm::Rsa3072 => "rsa-3072",
+            DkimAlgorithm::Rsa4096 => "rsa-4096",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// Where the active managed DKIM keys are handed to the mail server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimSigningSpec {
+    /// The Secret (this namespace) the operator writes the active keys into, for the mail
+    /// server to mount; `<name>-dkim-signing` unless set. The operator owns it: a Secret of
+    /// that name it did not make is a Conflict and is never overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// The directory the mail server mounts the Secret at: the paths in `KeyTable` and in
+    /// `dkim_signing.conf` point into it (default `/etc/mailsec/dkim`).
+    #[serde(default = "default_key_directory")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key_directory: String,
+}
+
+fn default_key_directory() -> String {
+    "/etc/mailsec/dkim".into()
 }
 
 /// A key inside a Secret.
@@ -521,6 +620,12 @@ pub struct MailDomainStatus {
     /// When `mtaSts.promote` moved the policy from testing to enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The managed DKIM keys (`dkim[].managed`), each with its state and since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<DkimKeyStatus>,
+    /// The last `mailsec.io/rotate-dkim` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_rotated: Option<String>,
     /// The records the operator manages, with their state in DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordStatus>,
@@ -605,4 +710,37 @@ pub struct FailureCount {
     pub mx: Option<String>,
     #[schemars(with = "i64")]
     pub sessions: u64,
+}
+
+/// One managed DKIM key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimKeyStatus {
+    /// The `dkim[]` entry (its `selector`, the prefix) the key belongs to.
+    pub entry: String,
+    /// The key's selector, e.g. `s20261201`.
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    pub state: DkimKeyState,
+    /// When the key entered its state.
+    pub since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// The Secret holding the key (private and public PEM); deleted when the key is retired.
+    pub secret_name: String,
+    /// The public key's `p=` value, as published.
+    pub public_key: String,
+}
+
+/// Where a managed DKIM key is in its rotation.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub enum DkimKeyState {
+    /// Published; waiting until DNS serves it and a TTL has passed.
+    Pending,
+    /// In the signing Secret: mail is signed with it.
+    Active,
+    /// Replaced; still published for the overlap.
+    Retiring,
+    /// Record withdrawn; the private key is deleted once DNS no longer has the record.
+    Retired,
 }

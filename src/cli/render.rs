@@ -25,6 +25,17 @@ struct RenderedDomain<'a> {
     domain: &'a str,
     records: Vec<RenderedRecord<'a>>,
     policy: Option<&'a str>,
+    /// `managed` DKIM entries: the operator makes their keys, so no record is known yet.
+    #[serde(rename = "managedDkim", skip_serializing_if = "Vec::is_empty")]
+    managed_dkim: Vec<ManagedKey<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ManagedKey<'a> {
+    /// The selectors' prefix.
+    selector: &'a str,
+    algorithm: &'static str,
+    state: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +61,15 @@ fn rendered(desired: &Desired) -> RenderedDomain<'_> {
             })
             .collect(),
         policy: desired.policy.as_ref().map(|p| p.text.as_str()),
+        managed_dkim: desired
+            .managed_dkim
+            .iter()
+            .map(|e| ManagedKey {
+                selector: &e.prefix,
+                algorithm: e.algorithm.as_str(),
+                state: "pending generation",
+            })
+            .collect(),
     }
 }
 
@@ -150,6 +170,15 @@ fn write_text(out: &mut impl Write, origin: &str, desired: &Desired) -> std::io:
     writeln!(out, "; {} ({origin})", desired.domain)?;
     for record in &desired.records {
         writeln!(out, "{}", record.zone_line())?;
+    }
+    for entry in &desired.managed_dkim {
+        writeln!(
+            out,
+            "; {}<YYYYMMDD>._domainkey.{}. TXT: a managed {} key, pending generation (the operator makes it)",
+            entry.prefix,
+            desired.domain,
+            entry.algorithm.as_str()
+        )?;
     }
     if let Some(policy) = &desired.policy {
         writeln!(

@@ -160,7 +160,7 @@ pub mod reason {
     /// a reference to make, credentials or zones to correct, someone else's record or object
     /// in the way, records to publish by hand, cert-manager to install. The DNS ones are
     /// retried, but retrying does not fix them.
-    pub const NEEDS_USER: [&str; 14] = [
+    pub const NEEDS_USER: [&str; 15] = [
         "InvalidObject",
         "InvalidSpec",
         "DomainConflict",
@@ -175,6 +175,7 @@ pub mod reason {
         MANUAL_PROVIDER,
         CERTIFICATE_CRD_MISSING,
         CERTIFICATE_CONFLICT,
+        "SecretConflict",
     ];
 
     /// Every reason above, for the README test.

@@ -5,7 +5,7 @@
 use crate::dns::DnsError;
 use crate::model::validate::Invalid;
 
-use super::dereference;
+use super::{dereference, keys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +16,9 @@ pub enum Error {
     Dereference(#[from] dereference::Error),
     #[error(transparent)]
     InvalidSpec(#[from] Invalid),
+    /// Managed DKIM keys: their Secrets and the signing Secret.
+    #[error(transparent)]
+    Keys(#[from] keys::Error),
     /// Writing the policy host objects (Ingress, Service, Certificate).
     #[error("policy host objects: Kubernetes API: {0}")]
     Hosting(#[source] kube::Error),
@@ -32,7 +35,7 @@ pub enum Error {
 
 impl Error {
     /// Every category an error can have.
-    pub const CATEGORIES: [&str; 15] = [
+    pub const CATEGORIES: [&str; 17] = [
         "InvalidObject",
         "InvalidSpec",
         "DomainConflict",
@@ -48,6 +51,8 @@ impl Error {
         "DNSConcurrentChange",
         "DNSServerError",
         "DNSProviderInvalid",
+        "SecretConflict",
+        "KeyGenerationFailed",
     ];
 
     pub fn category(&self) -> &'static str {
@@ -55,6 +60,7 @@ impl Error {
             Error::InvalidObject(_) => "InvalidObject",
             Error::Dereference(e) => e.category(),
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Keys(e) => e.category(),
             Error::Dns { source, .. } => source.category(),
             Error::Hosting(_) | Error::Status(_) | Error::Finalizer(_) => "KubernetesError",
         }
@@ -65,6 +71,7 @@ impl Error {
         match self {
             Error::InvalidObject(_) | Error::InvalidSpec(_) => true,
             Error::Dereference(e) => e.needs_user(),
+            Error::Keys(e) => matches!(e, keys::Error::Conflict(_)),
             Error::Hosting(_) | Error::Dns { .. } | Error::Status(_) | Error::Finalizer(_) => false,
         }
     }
@@ -106,6 +113,9 @@ mod tests {
             Error::Dereference(dereference::Error::SecretNotFound(String::new())),
             Error::Dereference(dereference::Error::SecretUnavailable(String::new())),
             Error::Dereference(dereference::Error::Kube(kube())),
+            Error::Keys(keys::Error::Kube(kube())),
+            Error::Keys(keys::Error::Conflict(String::new())),
+            Error::Keys(keys::Error::Generate(String::new())),
         ];
         for source in dns {
             all.push(Error::Dereference(dereference::Error::Dns {

@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | dereference | [`dereference`] | the DKIM Secrets; then the claim and the provider [`dereference::Target`] |
 //! | validate, build | [`crate::model`] (pure) | [`crate::model::desired::Desired`] and warnings |
+//! | managed DKIM keys | [`keys`] | [`keys::Keys`]: keys made and rotated, the signing Secret, their records |
 //! | TLS reports | [`reports`] | [`reports::Reports`]: summary, `TLSReportsClean`, evidence for `mtaSts.promote` |
 //! | MTA-STS rollout | [`rollout`] | [`rollout::Rollout`]: the policy to serve, the id to publish |
 //! | policy hosting | [`hosting`] | [`hosting::Hosting`]: Ingress, Service, Certificate |
@@ -16,6 +17,7 @@ pub mod context;
 pub mod dereference;
 pub mod error;
 pub mod hosting;
+pub mod keys;
 pub mod publish;
 pub mod reconcile;
 pub mod reports;

@@ -19,7 +19,7 @@ use super::error::Error;
 use super::reports::{self, Evidence, Reports};
 use super::rollout::Promotion;
 use super::status::{self, Stage, Stages};
-use super::{dereference, hosting, publish, rollout, verify};
+use super::{dereference, hosting, keys, publish, rollout, verify};
 use crate::api::{Guarded, MailDomain, MailDomainStatus, MtaStsMode};
 use crate::domain::name::DomainName;
 use crate::model::desired::{self, Desired};
@@ -226,6 +226,21 @@ async fn run_stages(
         Ok(t) => t,
         Err(e) => stop!(Stage::Dereference, e),
     };
+
+    // Managed DKIM keys: made, rotated, handed to the mail server; their records published.
+    let mut desired = desired;
+    if !deleting && (!desired.managed_dkim.is_empty() || !old.dkim.is_empty()) {
+        match keys::run(ctx, md, &desired, old, now).await {
+            Ok(made) => {
+                for (selector, key) in &made.records {
+                    desired.add_managed_key(selector, key);
+                }
+                pass.wait(made.next.map(|d| d.max(Duration::from_secs(1))));
+                stages.keys = Some(made);
+            }
+            Err(e) => stop!(Stage::Keys, e),
+        }
+    }
 
     // TLS reports: the summary, TLSReportsClean, the evidence mtaSts.promote waits for. Not a
     // stage that stops the others: unreadable reports only hold a promotion back.

@@ -24,6 +24,7 @@ use crate::model::validate::FieldError;
 pub enum Stage {
     Dereference,
     Validate,
+    Keys,
     Hosting,
     Dns,
 }
@@ -38,6 +39,8 @@ pub struct Stages {
     pub hosting: Option<Option<Hosting>>,
     pub published: Option<Published>,
     pub checked: Option<Checked>,
+    /// The managed DKIM keys; `None` when the stage did not run.
+    pub keys: Option<super::keys::Keys>,
     /// The TLS reports; `None` when the stage did not run.
     pub reports: Option<super::reports::Reports>,
     /// The spec has no `tlsRpt`: the reports summary and its condition go.
@@ -69,6 +72,10 @@ pub fn compute(
             )
         });
         reports.push((Type::SpecWarnings, report));
+    }
+    if let Some(keys) = &stages.keys {
+        status.dkim = keys.status.clone();
+        status.dkim_rotated = keys.rotated.clone();
     }
     if let Some(reports) = &stages.reports {
         status.tls_reports = Some(reports.summary.clone());

@@ -59,6 +59,8 @@ pub enum KeyError {
     TooShort(usize),
     #[error("is not valid base64")]
     Base64,
+    #[error("could not be made: {0}")]
+    Generate(String),
 }
 
 impl PublicKey {

@@ -4,6 +4,7 @@
 pub mod bimi;
 pub mod dkim;
 pub mod dmarc;
+pub mod keygen;
 pub mod mtasts;
 pub mod name;
 pub mod record;

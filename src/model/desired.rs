@@ -32,6 +32,8 @@ pub struct Desired {
     pub ttl: u32,
     pub records: Vec<TxtRecord>,
     pub policy: Option<PolicyFile>,
+    /// The `managed` DKIM entries, whose records are added from the keys made for them.
+    pub managed_dkim: Vec<super::rotation::Entry>,
 }
 
 impl Desired {
@@ -42,6 +44,7 @@ impl Desired {
             ttl,
             records: Vec::new(),
             policy: None,
+            managed_dkim: Vec::new(),
         }
     }
 
@@ -73,7 +76,18 @@ impl Desired {
             ttl: self.ttl,
             records,
             policy,
+            managed_dkim: self.managed_dkim.clone(),
         }
+    }
+
+    /// Adds the DKIM record of a managed key (`selector`, its public key).
+    pub fn add_managed_key(&mut self, selector: &str, key: &crate::domain::dkim::PublicKey) {
+        self.records.push(TxtRecord {
+            name: RecordKind::Dkim.owner(&self.domain, selector),
+            kind: RecordKind::Dkim,
+            ttl: self.ttl,
+            value: crate::domain::dkim::DkimRecord::new(key, false).render(),
+        });
     }
 }
 
@@ -117,6 +131,7 @@ pub fn build(config: &MailConfig) -> Desired {
         ttl: config.ttl,
         records,
         policy,
+        managed_dkim: config.managed_dkim.clone(),
     }
 }
 

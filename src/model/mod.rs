@@ -4,4 +4,5 @@
 
 pub mod claim;
 pub mod desired;
+pub mod rotation;
 pub mod validate;

@@ -46,6 +46,8 @@ pub struct MailConfig {
     pub dmarc: Option<DmarcRecord>,
     /// `(selector, record)`, selectors lower-cased.
     pub dkim: Vec<(String, DkimRecord)>,
+    /// The `managed` DKIM entries: their records come from the keys the operator makes.
+    pub managed_dkim: Vec<super::rotation::Entry>,
     pub bimi: Option<(String, BimiRecord)>,
 }
 
@@ -146,6 +148,14 @@ pub fn validate(
         .as_ref()
         .and_then(|s| dmarc(s, domain.as_ref(), &mut r));
     let dkim = dkim_records(&spec.dkim, secrets, &mut r);
+    let managed_dkim: Vec<super::rotation::Entry> = spec
+        .dkim
+        .iter()
+        .filter_map(|d| {
+            let managed = d.managed.as_ref()?;
+            super::rotation::Entry::new(&d.selector, managed).ok()
+        })
+        .collect();
     let bimi = spec
         .bimi
         .as_ref()
@@ -173,6 +183,7 @@ pub fn validate(
                 spf,
                 dmarc,
                 dkim,
+                managed_dkim,
                 bimi,
             },
             warnings: r.warnings,
@@ -377,6 +388,23 @@ fn dkim_records(
             );
             continue;
         }
+        if let Some(managed) = &spec.managed {
+            // Its records come from the keys the operator made (see model::rotation).
+            if spec.key_secret_ref.is_some() || spec.public_key.is_some() {
+                r.error(
+                    path.clone(),
+                    "set exactly one of keySecretRef, publicKey or managed",
+                );
+            } else if let Err(e) = super::rotation::Entry::new(&selector, managed) {
+                r.error(format!("{path}.managed"), e);
+            } else if selector.rsplit('.').next().is_some_and(|l| l.len() > 52) {
+                r.error(
+                    format!("{path}.selector"),
+                    format!("`{selector}` is too long a prefix: the date and a counter must fit in its last label (52 characters at most)"),
+                );
+            }
+            continue;
+        }
         let key = match (&spec.key_secret_ref, &spec.public_key) {
             (Some(reference), None) => secret_key(reference, secrets)
                 .and_then(|pem| {
@@ -391,7 +419,7 @@ fn dkim_records(
             (None, Some(text)) => inline_key(text).map_err(|e| (format!("{path}.publicKey"), e)),
             _ => Err((
                 path.clone(),
-                "set exactly one of keySecretRef or publicKey".to_owned(),
+                "set exactly one of keySecretRef, publicKey or managed".to_owned(),
             )),
         };
         match key {

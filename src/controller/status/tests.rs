@@ -63,6 +63,7 @@ fn settled() -> Stages {
             changes: 0,
         }),
         checked: None,
+        keys: None,
         reports: None,
         tls_rpt_off: false,
         failed: None,

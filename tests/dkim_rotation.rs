@@ -1,0 +1,389 @@
+//! Managed DKIM keys through a whole rotation against the real API server and BIND, with the
+//! durations shortened (they are spec settings): an Ed25519 entry that rotates every 20 s and
+//! an RSA-2048 entry that never rotates. The controller is the `mailsec` binary, killed with
+//! SIGKILL at every step of the rotation (and restarted at once); at every observation:
+//! - every key in the signing Secret signs a message (mail-auth's signer) that verifies
+//!   against what BIND serves (mail-auth's verifier, asking BIND),
+//! - once an entry has an active key the signing Secret always has one for it (no gap),
+//! - an entry never has two pending keys, the RSA entry never gets a second key, the Ed25519
+//!   entry exactly one successor (no second key, no lost key),
+//! - mail signed with the previous key during the overlap still verifies, and after the
+//!   retirement the record is gone from BIND and the private key deleted.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+use mailsec_operator::api::{DkimAlgorithm, DkimKeyState, MailDomain};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::{TestEnv, random_suffix};
+
+/// The controller as a process of its own, killed by its PID when dropped.
+struct Controller(Child);
+
+impl Controller {
+    fn start(env: &TestEnv, ns: &str, log: &std::path::Path) -> Controller {
+        let admin = support::free_addr();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailsec"))
+            .args(["controller", "--namespace", ns, "--watch-namespace", ns])
+            .args([
+                "--leader-election",
+                "false",
+                "--admin-addr",
+                &admin.to_string(),
+            ])
+            .args([
+                "--check-resolver",
+                &env.dns.server.to_string(),
+                "--check-interval",
+                "3",
+            ])
+            .args(["--check-timeout", "2"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("MAILSEC_LOG", "info,mailsec_operator=debug,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start mailsec controller");
+        Controller(child)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn provider(env: &TestEnv, client: &Client, ns: &str) {
+    let dns = &env.dns;
+    let apply = |value: serde_json::Value| async move {
+        let kind = value["kind"].as_str().expect("kind").to_owned();
+        let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+        let resource = match kind.as_str() {
+            "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
+            _ => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
+        };
+        let api: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        api.patch(
+            &name,
+            &PatchParams::apply("dkim-test").force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    };
+    apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
+        "stringData": {"secret": dns.tsig_secret}
+    }))
+    .await;
+    apply(serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
+        "spec": {"type": "rfc2136", "zones": [dns.zone], "rfc2136": {
+            "server": dns.server.to_string(), "tsigKeyName": dns.tsig_key_name,
+            "tsigAlgorithm": dns.tsig_algorithm, "tsigSecretRef": {"name": "tsig", "key": "secret"}}}
+    }))
+    .await;
+}
+
+const MAIL: &str = "From: a@{d}\r\nTo: b@example.net\r\nSubject: rotation\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <{n}@{d}>\r\n\r\nsigned with the key of the moment\r\n";
+
+/// A message from `domain` signed with `pem` under `selector`.
+fn sign(domain: &str, selector: &str, pem: &str, algorithm: DkimAlgorithm, n: usize) -> Vec<u8> {
+    let mail = MAIL.replace("{d}", domain).replace("{n}", &n.to_string());
+    let header = match algorithm {
+        DkimAlgorithm::Ed25519 => {
+            let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).expect("pkcs8 pem");
+            let key = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der()).expect("ed25519 key");
+            DkimSigner::from_key(key)
+                .domain(domain)
+                .selector(selector)
+                .headers(["From", "To", "Subject", "Date", "Message-ID"])
+                .sign(mail.as_bytes())
+                .expect("sign")
+                .to_header()
+        }
+        _ => {
+            let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).expect("pem");
+            let key = RsaKey::<Sha256>::from_key_der(der).expect("rsa key");
+            DkimSigner::from_key(key)
+                .domain(domain)
+                .selector(selector)
+                .headers(["From", "To", "Subject", "Date", "Message-ID"])
+                .sign(mail.as_bytes())
+                .expect("sign")
+                .to_header()
+        }
+    };
+    let mut signed = header.into_bytes();
+    signed.extend_from_slice(mail.as_bytes());
+    signed
+}
+
+/// mail-auth's verdict on `message`, its keys fetched from `server` (BIND), nothing cached.
+async fn verifies(server: SocketAddr, message: &[u8]) -> Result<(), String> {
+    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+        .into_iter()
+        .map(|mut c| {
+            c.port = server.port();
+            c
+        })
+        .collect();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        server.ip(),
+        true,
+        connections,
+    )]);
+    let mut options = ResolverOpts::default();
+    options.cache_size = 0;
+    let verifier = MessageAuthenticator::new(config, options).map_err(|e| e.to_string())?;
+    let parsed = AuthenticatedMessage::parse(message).ok_or("unparsable")?;
+    let outputs = verifier.verify_dkim(&parsed).await;
+    match outputs.first().map(|o| o.result().clone()) {
+        Some(DkimResult::Pass) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughout() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "dkim").await;
+    let n = ns.name().to_owned();
+    let domain = format!("k{}.{}", random_suffix(), env.dns.zone);
+    provider(env, &client, &n).await;
+    let log = std::env::temp_dir().join(format!("mailsec-dkim-rotation-{n}.log"));
+    let mut controller = Some(Controller::start(env, &n, &log));
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), &n);
+    let md = serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "md"},
+        "spec": {"domain": domain, "ttl": 60, "dnsProviderRef": {"name": "bind"},
+                 "dkim": [
+                    {"selector": "e", "managed": {"algorithm": "ed25519", "rotateEvery": "20s", "overlap": "8s", "activateAfter": "2s"}},
+                    {"selector": "r", "managed": {"algorithm": "rsa-2048", "rotateEvery": "0s", "activateAfter": "2s"}}
+                 ]}
+    });
+    api.patch(
+        "md",
+        &PatchParams::apply("dkim-test").force(),
+        &Patch::Apply(md),
+    )
+    .await
+    .expect("apply");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &n);
+
+    let mut selectors: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut first_e: Option<(String, String)> = None;
+    let mut signed_before_switch: Option<Vec<u8>> = None;
+    let mut phases: BTreeSet<String> = BTreeSet::new();
+    let mut had_active: BTreeSet<&str> = BTreeSet::new();
+    let mut verified_signing = 0usize;
+    let mut last_signing_version = String::new();
+    let mut kills = 0;
+    let mut n_msg = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the rotation did not finish in time; controller log: {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(got) = api.get_opt("md").await.expect("get") else {
+            continue;
+        };
+        let keys = got
+            .status
+            .as_ref()
+            .map(|s| s.dkim.clone())
+            .unwrap_or_default();
+        for entry in ["e", "r"] {
+            let mine: Vec<_> = keys.iter().filter(|k| k.entry == entry).collect();
+            let pending = mine
+                .iter()
+                .filter(|k| k.state == DkimKeyState::Pending)
+                .count();
+            assert!(pending <= 1, "two pending keys for {entry}: {mine:?}");
+            selectors
+                .entry(entry)
+                .or_default()
+                .extend(mine.iter().map(|k| k.selector.clone()));
+        }
+        assert!(
+            selectors.get("r").is_none_or(|s| s.len() <= 1),
+            "a second RSA key: {selectors:?}"
+        );
+        assert!(
+            selectors.get("e").is_none_or(|s| s.len() <= 2),
+            "a third Ed25519 key: {selectors:?}"
+        );
+        // Key Secrets: never more than two per entry, each named by the status.
+        let owned = secrets
+            .list(&ListParams::default().labels("mailsec.io/purpose=dkim-key"))
+            .await
+            .expect("list")
+            .items;
+        for entry in ["e", "r"] {
+            let count = owned
+                .iter()
+                .filter(|s| {
+                    s.labels().get("mailsec.io/dkim-entry").map(String::as_str) == Some(entry)
+                })
+                .count();
+            assert!(count <= 2, "{count} key Secrets for {entry}");
+        }
+
+        // The signing Secret: once an entry had an active key, it always has one.
+        let signing = secrets.get_opt("md-dkim-signing").await.expect("get");
+        let listed: Vec<String> = signing
+            .as_ref()
+            .and_then(|s| text(s, "selectors"))
+            .map(|t| t.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        for entry in ["e", "r"] {
+            let has = listed.iter().any(|s| s.starts_with(entry));
+            if had_active.contains(entry) {
+                assert!(has, "the signing Secret lost its {entry} key: {listed:?}");
+            }
+            if has {
+                had_active.insert(entry);
+            }
+        }
+        // Each new version of it: every key signs mail that verifies against BIND.
+        if let Some(signing) = &signing {
+            let version = signing.resource_version().unwrap_or_default();
+            if version != last_signing_version {
+                last_signing_version = version;
+                for selector in &listed {
+                    let pem = text(signing, &format!("{selector}.private"))
+                        .expect("private key in the signing Secret");
+                    let algorithm = if selector.starts_with('e') {
+                        DkimAlgorithm::Ed25519
+                    } else {
+                        DkimAlgorithm::Rsa2048
+                    };
+                    n_msg += 1;
+                    let mail = sign(&domain, selector, &pem, algorithm, n_msg);
+                    verifies(env.dns.server, &mail)
+                        .await
+                        .unwrap_or_else(|e| panic!("mail signed with {selector} from the signing Secret does not verify: {e}"));
+                    verified_signing += 1;
+                    if selector.starts_with('e') && first_e.is_none() {
+                        first_e = Some((selector.clone(), pem.clone()));
+                        signed_before_switch = Some(mail);
+                    }
+                }
+            }
+        }
+
+        // The Ed25519 entry's phase: kill the controller once at each new one.
+        let e_states: Vec<String> = keys
+            .iter()
+            .filter(|k| k.entry == "e")
+            .map(|k| format!("{}:{:?}", k.selector, k.state))
+            .collect();
+        let phase = e_states.join(",");
+        if !phase.is_empty() && phases.insert(phase.clone()) {
+            if let Some(c) = controller.take() {
+                c.kill();
+                kills += 1;
+            }
+            controller = Some(Controller::start(env, &n, &log));
+        }
+
+        // During the overlap the previous key's mail still verifies.
+        if let (Some((old, _)), Some(mail)) = (&first_e, &signed_before_switch)
+            && keys
+                .iter()
+                .any(|k| &k.selector == old && k.state == DkimKeyState::Retiring)
+        {
+            verifies(env.dns.server, mail).await.unwrap_or_else(|e| {
+                panic!("mail signed with the retiring key {old} fails during the overlap: {e}")
+            });
+        }
+        // Finished: the first Ed25519 key is gone from status, its Secret deleted.
+        if let Some((old, _)) = &first_e
+            && selectors.get("e").is_some_and(|s| s.len() == 2)
+            && !keys.iter().any(|k| &k.selector == old)
+        {
+            break (old.clone(), got);
+        }
+    };
+    let (old, got) = done;
+    assert!(kills >= 5, "killed at only {kills} steps: {phases:?}");
+    assert!(verified_signing >= 3, "{verified_signing}");
+    let status = got.status.expect("status");
+    let e_keys: Vec<_> = status.dkim.iter().filter(|k| k.entry == "e").collect();
+    assert_eq!(e_keys.len(), 1, "{e_keys:?}");
+    assert_eq!(e_keys[0].state, DkimKeyState::Active);
+    let r_keys: Vec<_> = status.dkim.iter().filter(|k| k.entry == "r").collect();
+    assert_eq!((r_keys.len(), r_keys[0].state), (1, DkimKeyState::Active));
+    // The retired key: its record gone from BIND, its private key deleted, its mail failing.
+    assert!(
+        env.dns
+            .txt(&format!("{old}._domainkey.{domain}"))
+            .is_empty(),
+        "the retired record is still served"
+    );
+    assert!(
+        secrets
+            .get_opt(&format!("md-dkim-{old}"))
+            .await
+            .expect("get")
+            .is_none(),
+        "the retired private key is kept"
+    );
+    let mail = signed_before_switch.expect("mail");
+    assert!(
+        verifies(env.dns.server, &mail).await.is_err(),
+        "mail of a retired key still verifies"
+    );
+    // Private keys appear nowhere in the status.
+    let status_text = serde_json::to_string(&status).expect("json");
+    assert!(!status_text.contains("PRIVATE"), "a private key in status");
+    // A controller removes the records and the finalizer; then it is stopped.
+    support::delete_skipping_withdrawal(&api, "md", false).await;
+    if let Some(c) = controller.take() {
+        c.kill();
+    }
+    let _ = std::fs::remove_file(&log);
+    ns.delete(&client).await;
+}
