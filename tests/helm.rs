@@ -236,7 +236,7 @@ fn the_charts_crds_are_what_mailsec_crd_prints() {
 #[test]
 fn every_rbac_rule_says_why() {
     let mut rules = 0;
-    for template in ["controller-rbac.yaml", "serve-rbac.yaml"] {
+    for template in ["controller-rbac.yaml", "serve-rbac.yaml", "receiver-rbac.yaml"] {
         let path = chart().join("templates").join(template);
         let text = std::fs::read_to_string(&path).expect("read the template");
         let lines: Vec<&str> = text.lines().collect();
@@ -839,6 +839,10 @@ async fn helm_install_creates_the_objects_and_uninstall_keeps_the_crds() {
             ],
             &["get", "secrets", "-n", "elsewhere"],
             &["watch", "secrets", "-A"],
+            // Managed DKIM keys and the signing Secret (controller.managedDkimKeys).
+            &["create", "secrets", "-n", "x"],
+            &["patch", "secrets", "-n", "x"],
+            &["delete", "secrets", "-n", "x"],
             &["create", "ingresses.networking.k8s.io", "-n", "x"],
             &["delete", "certificates.cert-manager.io", "-n", "x"],
             &["create", "events.events.k8s.io", "-n", "x"],
@@ -871,9 +875,7 @@ async fn helm_install_creates_the_objects_and_uninstall_keeps_the_crds() {
             &["delete", "dnsproviders.mailsec.io", "-n", "x"],
             &["create", "clusterdnsproviders.mailsec.io"],
             &["patch", "clusterdnsproviders.mailsec.io"],
-            &["create", "secrets", "-n", n],
-            &["patch", "secrets", "-n", "x"],
-            &["delete", "secrets", "-n", "x"],
+            &["update", "secrets", "-n", "x"],
             &["update", "ingresses.networking.k8s.io", "-n", "x"],
             &["get", "configmaps", "-n", n],
             &["create", "pods", "-n", n],
