@@ -277,3 +277,100 @@ fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
         "two settings blocks"
     );
 }
+
+/// examples/dkim/: the managed-keys MailDomain renders (its keys pending generation) and
+/// passes the CEL rules; the OpenDKIM and rspamd examples mount its signing Secret at the
+/// MailDomain's key directory and read the files the signing Secret holds.
+#[test]
+fn the_managed_dkim_examples_fit_together() {
+    let file = "examples/dkim/managed-keys.yaml";
+    let out = mailsec(&["render", "-f", file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "rsa<YYYYMMDD>._domainkey.example.com. TXT: a managed rsa-2048 key, pending generation"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("PRIVATE"), "{text}");
+    let mds = mail_domains(file);
+    for md in &mds {
+        if let Err(e) = kube::core::cel::validate_cel(md) {
+            panic!("{file}: CEL refuses a valid MailDomain: {e:?}");
+        }
+    }
+    let dir = mds[0]
+        .spec
+        .dkim_signing
+        .as_ref()
+        .expect("dkimSigning")
+        .key_directory
+        .clone();
+    let secret = format!(
+        "{}-dkim-signing",
+        mds[0].metadata.name.as_deref().unwrap_or_default()
+    );
+    for (example, reads) in [
+        ("examples/dkim/opendkim.yaml", ["KeyTable", "SigningTable"]),
+        (
+            "examples/dkim/rspamd.yaml",
+            ["dkim_signing.conf", "dkim_signing.conf"],
+        ),
+    ] {
+        let text = std::fs::read_to_string(root().join(example)).expect("read");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("yaml");
+        let all = serde_json::to_string(&docs).expect("json");
+        assert!(
+            all.contains(&format!("\"secretName\":\"{secret}\"")),
+            "{example} does not mount {secret}"
+        );
+        assert!(
+            all.contains(&format!("\"mountPath\":\"{dir}\"")),
+            "{example} does not mount at {dir}"
+        );
+        for file in reads {
+            assert!(
+                text.contains(&format!("{dir}/{file}")),
+                "{example} does not read {dir}/{file}"
+            );
+        }
+    }
+}
+
+/// Bad managed-key settings are refused at admission: an unknown algorithm, a rotation not
+/// longer than the overlap, a duration that is not one.
+#[test]
+fn bad_managed_key_settings_are_refused_by_the_cel_rules() {
+    let base = |managed: serde_json::Value| -> MailDomain {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": "m", "namespace": "default"},
+            "spec": {"domain": "example.com", "dkim": [{"selector": "s", "managed": managed}]}
+        }))
+        .expect("a MailDomain")
+    };
+    let refused = |managed: serde_json::Value, message: &str| {
+        let errors = format!("{:?}", kube::core::cel::validate_cel(&base(managed)));
+        assert!(errors.contains(message), "{errors}");
+    };
+    refused(
+        serde_json::json!({"rotateEvery": "24h", "overlap": "48h"}),
+        "rotateEvery must be longer than overlap",
+    );
+    refused(
+        serde_json::json!({"rotateEvery": "180d"}),
+        "rotateEvery must be a duration",
+    );
+    assert!(kube::core::cel::validate_cel(&base(serde_json::json!({"rotateEvery": "0s"}))).is_ok());
+    // An unknown algorithm does not even deserialize (the schema's enum refuses it).
+    let unknown: Result<MailDomain, _> = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "m"},
+        "spec": {"domain": "example.com", "dkim": [{"selector": "s", "managed": {"algorithm": "dsa-1024"}}]}
+    }));
+    assert!(unknown.is_err());
+}

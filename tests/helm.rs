@@ -236,7 +236,11 @@ fn the_charts_crds_are_what_mailsec_crd_prints() {
 #[test]
 fn every_rbac_rule_says_why() {
     let mut rules = 0;
-    for template in ["controller-rbac.yaml", "serve-rbac.yaml", "receiver-rbac.yaml"] {
+    for template in [
+        "controller-rbac.yaml",
+        "serve-rbac.yaml",
+        "receiver-rbac.yaml",
+    ] {
         let path = chart().join("templates").join(template);
         let text = std::fs::read_to_string(&path).expect("read the template");
         let lines: Vec<&str> = text.lines().collect();
