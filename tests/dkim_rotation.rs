@@ -379,6 +379,25 @@ async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughou
     // Private keys appear nowhere in the status.
     let status_text = serde_json::to_string(&status).expect("json");
     assert!(!status_text.contains("PRIVATE"), "a private key in status");
+    // Every step was an event.
+    for reason in [
+        "DKIMKeyPending",
+        "DKIMKeyActive",
+        "DKIMKeyRetiring",
+        "DKIMKeyRetired",
+    ] {
+        let events = env.kubectl_ok([
+            "get",
+            "events",
+            "-n",
+            &n,
+            "--field-selector",
+            &format!("reason={reason}"),
+            "-o",
+            "name",
+        ]);
+        assert!(!events.trim().is_empty(), "no {reason} event");
+    }
     // A controller removes the records and the finalizer; then it is stopped.
     support::delete_skipping_withdrawal(&api, "md", false).await;
     if let Some(c) = controller.take() {

@@ -474,7 +474,8 @@ fn promotion(
     })
 }
 
-/// Events about the reports: each failure type new in the 30-day window, and a promotion.
+/// Events of a pass: managed DKIM keys made and their steps, each failure type new in the
+/// reports' 30-day window, and a promotion.
 async fn report_events(
     md: &MailDomain,
     ctx: &Context,
@@ -483,6 +484,18 @@ async fn report_events(
     stages: &Stages,
 ) {
     let object = md.object_ref(&());
+    if let Some(keys) = &stages.keys {
+        for selector in &keys.made {
+            let note =
+                format!("DKIM key {selector} made and published; it signs once DNS serves it");
+            event(ctx, &object, EventType::Normal, "DKIMKeyPending", &note).await;
+        }
+        for t in &keys.transitions {
+            let note = format!("DKIM key {}: {:?} → {:?}", t.selector, t.from, t.to);
+            let reason = format!("DKIMKey{:?}", t.to);
+            event(ctx, &object, EventType::Normal, &reason, &note).await;
+        }
+    }
     if let Some(read) = &stages.reports {
         for kind in &read.new_failure_types {
             let row = read
