@@ -406,3 +406,111 @@ async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughou
     let _ = std::fs::remove_file(&log);
     ns.delete(&client).await;
 }
+
+/// A Secret of the signing Secret's name that the operator did not make is a SecretConflict and
+/// stays as it is; once it is gone the operator writes its own, and writes it again when it is
+/// deleted (from the key Secrets: the same key, not a new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_secret_is_never_taken_from_someone_else_and_comes_back_when_deleted() {
+    let Some(env) = support::env() else { return };
+    let client = env.client().await;
+    let ns = env.namespace(&client, "dkim-own").await;
+    let n = ns.name().to_owned();
+    let domain = format!("o{}.{}", random_suffix(), env.dns.zone);
+    provider(env, &client, &n).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &n);
+    let theirs: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "md-dkim-signing"},
+        "stringData": {"mine": "not the operator's"}
+    }))
+    .expect("secret");
+    secrets
+        .create(&Default::default(), &theirs)
+        .await
+        .expect("create");
+    let log = std::env::temp_dir().join(format!("mailsec-dkim-own-{n}.log"));
+    let controller = Controller::start(env, &n, &log);
+    let api: Api<MailDomain> = Api::namespaced(client.clone(), &n);
+    let md = serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "md"},
+        "spec": {"domain": domain, "ttl": 60, "dnsProviderRef": {"name": "bind"},
+                 "dkim": [{"selector": "e", "managed": {"algorithm": "ed25519", "activateAfter": "1s"}}]}
+    });
+    api.patch(
+        "md",
+        &PatchParams::apply("dkim-test").force(),
+        &Patch::Apply(md),
+    )
+    .await
+    .expect("apply");
+    let condition = |md: &MailDomain, t: &str| {
+        md.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        })
+    };
+    let conflict = support::maildomain::wait_for(&api, "md", "SecretConflict", |m| {
+        condition(m, "DNSPublished").is_some_and(|c| c.1 == "SecretConflict")
+    })
+    .await;
+    assert!(
+        conflict
+            .status
+            .as_ref()
+            .is_some_and(|s| s.dkim.iter().all(|k| k.state == DkimKeyState::Pending))
+    );
+    let kept = secrets.get("md-dkim-signing").await.expect("get");
+    assert_eq!(text(&kept, "mine").as_deref(), Some("not the operator's"));
+    assert!(
+        text(&kept, "selectors").is_none(),
+        "someone else's Secret was written"
+    );
+
+    // Theirs gone: ours appears, with the active key.
+    secrets
+        .delete("md-dkim-signing", &Default::default())
+        .await
+        .expect("delete");
+    let ready = support::maildomain::wait_for(&api, "md", "an active key", |m| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.dkim.iter().any(|k| k.state == DkimKeyState::Active))
+    })
+    .await;
+    let active = ready.status.expect("status").dkim[0].selector.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait_signing = |secrets: Api<Secret>| async move {
+        loop {
+            if let Some(s) = secrets.get_opt("md-dkim-signing").await.expect("get")
+                && text(&s, "selectors").is_some()
+            {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no signing Secret");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let first = wait_signing(secrets.clone()).await;
+    assert_eq!(
+        text(&first, "selectors").as_deref(),
+        Some(format!("{active}\n").as_str())
+    );
+    // Deleted: written again, the same key.
+    secrets
+        .delete("md-dkim-signing", &Default::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = wait_signing(secrets.clone()).await;
+    assert_eq!(
+        text(&again, &format!("{active}.private")),
+        text(&first, &format!("{active}.private")),
+        "the signing Secret came back with another key"
+    );
+    support::delete_skipping_withdrawal(&api, "md", false).await;
+    controller.kill();
+    let _ = std::fs::remove_file(&log);
+    ns.delete(&client).await;
+}
