@@ -509,6 +509,40 @@ async fn the_signing_secret_is_never_taken_from_someone_else_and_comes_back_when
         text(&first, &format!("{active}.private")),
         "the signing Secret came back with another key"
     );
+    // Both copies of the private key deleted: the key cannot sign any more, so it retires and
+    // a new one is made, with a warning.
+    let key_secret = format!("md-dkim-{active}");
+    secrets
+        .delete(&key_secret, &Default::default())
+        .await
+        .expect("delete");
+    secrets
+        .delete("md-dkim-signing", &Default::default())
+        .await
+        .expect("delete");
+    let replaced = support::maildomain::wait_for(&api, "md", "a new active key", |m| {
+        m.status.as_ref().is_some_and(|s| {
+            s.dkim
+                .iter()
+                .any(|k| k.state == DkimKeyState::Active && k.selector != active)
+                && s.dkim
+                    .iter()
+                    .any(|k| k.selector == active && k.state == DkimKeyState::Retiring)
+        })
+    })
+    .await;
+    let lost = env.kubectl_ok([
+        "get",
+        "events",
+        "-n",
+        &n,
+        "--field-selector",
+        "reason=DKIMKeyLost",
+        "-o",
+        "name",
+    ]);
+    assert!(!lost.trim().is_empty(), "no DKIMKeyLost event");
+    assert_eq!(replaced.status.expect("status").dkim.len(), 2);
     support::delete_skipping_withdrawal(&api, "md", false).await;
     controller.kill();
     let _ = std::fs::remove_file(&log);

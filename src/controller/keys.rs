@@ -70,6 +70,8 @@ pub struct Keys {
     pub made: Vec<String>,
     /// The rotate annotation's value acted on.
     pub rotated: Option<String>,
+    /// Active keys whose private key was gone (both Secrets deleted): retired, replaced.
+    pub lost: Vec<String>,
     /// The soonest timed step.
     pub next: Option<Duration>,
 }
@@ -224,10 +226,6 @@ pub async fn run(
         served: served_now,
         published,
     };
-    let plan = rotation::plan(entries, old, &dns, ttl, rotate, now);
-    let mut keys = plan.keys;
-    let mut made = Vec::new();
-
     // Key Secrets of this MailDomain: the ones the status names, and any it lost track of.
     let selector = format!(
         "{KEY_MAILDOMAIN_LABEL}={},{PURPOSE_LABEL}=dkim-key",
@@ -240,6 +238,36 @@ pub async fn run(
         .into_iter()
         .filter(|s| ours(s, md))
         .collect();
+    // An active key whose private half is gone from its Secret and from the signing Secret
+    // cannot sign: it retires (its record stays for the overlap) and a new key is made.
+    let signing = api
+        .get_opt(&signing_name(md))
+        .await?
+        .filter(|s| ours(s, md));
+    let mut lost = Vec::new();
+    let old: Vec<DkimKeyStatus> = old
+        .iter()
+        .cloned()
+        .map(|mut k| {
+            let in_key = existing
+                .iter()
+                .any(|s| s.name_any() == k.secret_name && data(s, "private.pem").is_some());
+            let in_signing = signing
+                .as_ref()
+                .is_some_and(|s| data(s, &format!("{}.private", k.selector)).is_some());
+            if k.state == DkimKeyState::Active && !in_key && !in_signing {
+                tracing::warn!(selector = %k.selector, "the private key of an active DKIM key is gone; a new key is made");
+                lost.push(k.selector.clone());
+                k.state = DkimKeyState::Retiring;
+                k.since = Time(now);
+            }
+            k
+        })
+        .collect();
+    let old = &old[..];
+    let plan = rotation::plan(entries, old, &dns, ttl, rotate, now);
+    let mut keys = plan.keys;
+    let mut made = Vec::new();
     for new in plan.make {
         let orphan = existing.iter().find(|s| {
             s.labels().get(KEY_ENTRY_LABEL) == Some(&new.entry)
@@ -330,6 +358,7 @@ pub async fn run(
         records,
         transitions: plan.transitions,
         made,
+        lost,
         rotated: if rotate {
             request
         } else {

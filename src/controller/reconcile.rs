@@ -490,6 +490,12 @@ async fn report_events(
                 format!("DKIM key {selector} made and published; it signs once DNS serves it");
             event(ctx, &object, EventType::Normal, "DKIMKeyPending", &note).await;
         }
+        for selector in &keys.lost {
+            let note = format!(
+                "the private key of the active DKIM key {selector} was deleted (its Secret and the signing Secret); it retires and a new key is made"
+            );
+            event(ctx, &object, EventType::Warning, "DKIMKeyLost", &note).await;
+        }
         for t in &keys.transitions {
             let note = format!("DKIM key {}: {:?} → {:?}", t.selector, t.from, t.to);
             let reason = format!("DKIMKey{:?}", t.to);
