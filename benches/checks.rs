@@ -271,7 +271,7 @@ async fn policy_servers(all: &[Desired], pki: &Pki) -> u16 {
         )));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let router = mailsec_operator::serve::router(store);
+    let router = mailsec_operator::serve::router(mailsec_operator::serve::PolicyIndex::of(&store));
     let port = std::net::TcpListener::bind((policy_ip(0), 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use crate::api::Guarded;
 use crate::domain::mtasts::WELL_KNOWN_PATH;
@@ -45,13 +45,14 @@ pub async fn run(
         .await
         .map_err(|e| ServeError::Bind(admin, e))?;
     tokio::spawn(crate::admin::serve(admin_listener, ready.clone(), None));
-    let store = maildomain_store(client.clone(), ready);
+    let index = PolicyIndex::default();
+    let _store = watch_maildomains(client.clone(), ready, Some(index.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| ServeError::Bind(listen, e))?;
     match tls {
-        Some(source) => Ok(tls::serve(listener, router(store), source, Some(client)).await?),
-        None => axum::serve(listener, router(store))
+        Some(source) => Ok(tls::serve(listener, router(index), source, Some(client)).await?),
+        None => axum::serve(listener, router(index))
             .await
             .map_err(ServeError::Server),
     }
@@ -60,17 +61,34 @@ pub async fn run(
 /// A watch cache of every MailDomain; `ready` turns true once it has listed them all. Also
 /// the report receiver's.
 pub fn maildomain_store(client: Client, ready: Arc<AtomicBool>) -> Store<Guarded> {
+    watch_maildomains(client, ready, None)
+}
+
+/// The watch cache, and with `index` the policies by domain kept up to date from its events.
+fn watch_maildomains(
+    client: Client,
+    ready: Arc<AtomicBool>,
+    index: Option<PolicyIndex>,
+) -> Store<Guarded> {
     let (store, writer) = reflector::store();
     let watch = watcher(Api::<Guarded>::all(client), watcher::Config::default());
+    let events_store = store.clone();
     tokio::spawn(
         reflector::reflector(writer, watch)
             .default_backoff()
-            .applied_objects()
-            .for_each(|event| async move {
-                // Until the watch works the server is not ready; say why (RBAC, credentials).
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "watching MailDomains failed; retrying");
+            .for_each(move |event| {
+                match (&index, event) {
+                    // Until the watch works the server is not ready; say why (RBAC, credentials).
+                    (_, Err(e)) => {
+                        tracing::warn!(error = %e, "watching MailDomains failed; retrying")
+                    }
+                    (Some(index), Ok(watcher::Event::Apply(g) | watcher::Event::Delete(g))) => {
+                        index.changed(&events_store, &g);
+                    }
+                    (Some(index), Ok(watcher::Event::InitDone)) => index.rebuild(&events_store),
+                    _ => {}
                 }
+                async {}
             }),
     );
     let synced = store.clone();
@@ -82,13 +100,123 @@ pub fn maildomain_store(client: Client, ready: Arc<AtomicBool>) -> Store<Guarded
     store
 }
 
-/// The policy routes over a MailDomain store.
-pub fn router(store: Store<Guarded>) -> Router {
-    Router::new().fallback(policy).with_state(store)
+/// The served policy of every domain, by domain (A-labels): what a request looks up, in O(1),
+/// instead of scanning every MailDomain. Kept from the watch's events: a change to one
+/// MailDomain recomputes the holder of its domain (and of the domain it had before).
+#[derive(Clone, Default)]
+pub struct PolicyIndex {
+    inner: Arc<std::sync::RwLock<IndexState>>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    policies: std::collections::HashMap<String, axum::body::Bytes>,
+    /// namespace/name → the domain it claimed when last seen.
+    domains: std::collections::HashMap<String, String>,
+}
+
+fn key(g: &Guarded) -> Option<String> {
+    let md = g.0.as_ref().ok()?;
+    Some(format!(
+        "{}/{}",
+        md.namespace().unwrap_or_default(),
+        md.name_any()
+    ))
+}
+
+fn domain_of(md: &crate::api::MailDomain) -> Option<DomainName> {
+    DomainName::parse(md.spec.domain.trim_end_matches('.')).ok()
+}
+
+fn served(all: &[Arc<Guarded>], domain: &DomainName) -> Option<axum::body::Bytes> {
+    let candidates = all.iter().filter_map(|g| g.0.as_ref().ok());
+    claim::holder(candidates, domain, Purpose::Serve)
+        .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
+        .map(axum::body::Bytes::from)
+}
+
+impl PolicyIndex {
+    /// The index of everything in `store` now.
+    pub fn of(store: &Store<Guarded>) -> PolicyIndex {
+        let index = PolicyIndex::default();
+        index.rebuild(store);
+        index
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexState> {
+        // Plain data: a panic elsewhere while holding the lock leaves it usable.
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything again (after the watch listed all MailDomains).
+    pub fn rebuild(&self, store: &Store<Guarded>) {
+        let all = store.state();
+        let mut domains = std::collections::HashMap::new();
+        let mut names: std::collections::BTreeSet<DomainName> = Default::default();
+        for g in &all {
+            if let (Some(k), Some(d)) = (key(g), g.0.as_ref().ok().and_then(domain_of)) {
+                domains.insert(k, d.as_str().to_owned());
+                names.insert(d);
+            }
+        }
+        let policies = names
+            .iter()
+            .filter_map(|d| served(&all, d).map(|p| (d.as_str().to_owned(), p)))
+            .collect();
+        *self.write() = IndexState { policies, domains };
+    }
+
+    /// One MailDomain changed (or went): recompute its domain's entry, and its old domain's.
+    pub fn changed(&self, store: &Store<Guarded>, g: &Guarded) {
+        let Some(k) = key(g) else { return };
+        let now = g.0.as_ref().ok().and_then(domain_of);
+        let all = store.state();
+        let mut state = self.write();
+        let before = match &now {
+            Some(d) => state.domains.insert(k.clone(), d.as_str().to_owned()),
+            None => state.domains.remove(&k),
+        };
+        // A deleted object is no longer in the store, so its domain's holder is recomputed
+        // without it.
+        if !all.iter().any(|x| key(x).as_deref() == Some(k.as_str())) {
+            state.domains.remove(&k);
+        }
+        let affected = before
+            .and_then(|b| DomainName::parse(&b).ok())
+            .into_iter()
+            .chain(now);
+        for d in affected {
+            match served(&all, &d) {
+                Some(p) => state.policies.insert(d.as_str().to_owned(), p),
+                None => state.policies.remove(d.as_str()),
+            };
+        }
+    }
+
+    /// The policy for a Host header: `mta-sts.<domain>`, any case, port ignored.
+    pub fn lookup(&self, host: &str) -> Option<axum::body::Bytes> {
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        let domain = DomainName::parse(
+            host.trim_end_matches('.')
+                .to_ascii_lowercase()
+                .strip_prefix("mta-sts.")?,
+        )
+        .ok()?;
+        let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        state.policies.get(domain.as_str()).cloned()
+    }
+}
+
+/// The policy routes over a policy index.
+pub fn router(index: PolicyIndex) -> Router {
+    Router::new().fallback(policy).with_state(index)
 }
 
 async fn policy(
-    State(store): State<Store<Guarded>>,
+    State(index): State<PolicyIndex>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -108,7 +236,7 @@ async fn policy(
         .and_then(|h| h.to_str().ok())
         .or(uri.host())
         .unwrap_or_default();
-    match lookup(&store, host) {
+    match index.lookup(host) {
         Some(body) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -123,25 +251,6 @@ async fn policy(
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no MTA-STS policy here\n").into_response()
-}
-
-/// The policy for a Host header: `mta-sts.<domain>`, any case, port ignored. When several
-/// MailDomains claim a domain, the holder's policy is served ([`claim::holder`]).
-pub fn lookup(store: &Store<Guarded>, host: &str) -> Option<String> {
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    let domain = DomainName::parse(
-        host.trim_end_matches('.')
-            .to_ascii_lowercase()
-            .strip_prefix("mta-sts.")?,
-    )
-    .ok()?;
-    let all = store.state();
-    let candidates = all.iter().filter_map(|g| g.0.as_ref().ok());
-    claim::holder(candidates, &domain, Purpose::Serve)
-        .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
 }
 
 #[cfg(test)]
@@ -170,12 +279,74 @@ mod tests {
         assert!(bad.0.is_err());
         writer.apply_watcher_event(&watcher::Event::Apply(good));
         writer.apply_watcher_event(&watcher::Event::Apply(bad));
-        let policy = lookup(&store, "MTA-STS.example.com:443");
+        let index = PolicyIndex::of(&store);
+        let policy = index.lookup("MTA-STS.example.com:443");
         assert_eq!(
             policy.as_deref(),
-            Some("version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n")
+            Some(&b"version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n"[..])
         );
-        assert_eq!(lookup(&store, "mta-sts.example.org"), None);
-        assert_eq!(lookup(&store, "example.com"), None);
+        assert_eq!(index.lookup("mta-sts.example.org"), None);
+        assert_eq!(index.lookup("example.com"), None);
+    }
+
+    fn md(name: &str, created: &str, domain: &str, policy: &str) -> Guarded {
+        guarded(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+            "metadata": {"name": name, "namespace": "a", "uid": name, "creationTimestamp": created},
+            "spec": {"domain": domain, "dmarc": {"policy": "none"}},
+            "status": {"servedPolicy": policy}
+        }))
+    }
+
+    #[test]
+    fn the_index_follows_applies_domain_changes_deletes_and_the_claim() {
+        let (store, mut writer) = reflector::store::<Guarded>();
+        let index = PolicyIndex::of(&store);
+        let apply = |writer: &mut reflector::store::Writer<Guarded>, g: Guarded| {
+            writer.apply_watcher_event(&watcher::Event::Apply(g.clone()));
+            index.changed(&store, &g);
+        };
+        apply(
+            &mut writer,
+            md("old", "2026-01-01T00:00:00Z", "example.com", "A"),
+        );
+        assert_eq!(
+            index.lookup("mta-sts.example.com").as_deref(),
+            Some(&b"A"[..])
+        );
+        // A younger claimant of the same domain does not take it over.
+        apply(
+            &mut writer,
+            md("young", "2026-02-01T00:00:00Z", "example.com", "B"),
+        );
+        assert_eq!(
+            index.lookup("mta-sts.example.com").as_deref(),
+            Some(&b"A"[..])
+        );
+        // The holder moves to another domain: both entries change.
+        apply(
+            &mut writer,
+            md("old", "2026-01-01T00:00:00Z", "example.org", "C"),
+        );
+        assert_eq!(
+            index.lookup("mta-sts.example.com").as_deref(),
+            Some(&b"B"[..])
+        );
+        assert_eq!(
+            index.lookup("mta-sts.example.org").as_deref(),
+            Some(&b"C"[..])
+        );
+        // Deleted: gone.
+        let gone = md("young", "2026-02-01T00:00:00Z", "example.com", "B");
+        writer.apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+        index.changed(&store, &gone);
+        assert_eq!(index.lookup("mta-sts.example.com"), None);
+        // A rebuild agrees with the incremental state.
+        let rebuilt = PolicyIndex::of(&store);
+        assert_eq!(
+            rebuilt.lookup("mta-sts.example.org").as_deref(),
+            Some(&b"C"[..])
+        );
+        assert_eq!(rebuilt.lookup("mta-sts.example.com"), None);
     }
 }
