@@ -99,21 +99,28 @@ impl Default for Metrics {
     }
 }
 
-/// What the admin endpoint's `/metrics` shows.
+/// What the admin endpoint's `/metrics` shows: a process's registry.
 pub trait Exposition: Send + Sync {
+    fn registry(&self) -> &Registry;
+
     /// The metrics in the OpenMetrics text format.
-    fn render(&self) -> String;
+    fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, self.registry());
+        out
+    }
 }
 
 impl Exposition for Metrics {
-    fn render(&self) -> String {
-        Metrics::render(self)
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
 impl Exposition for ReportMetrics {
-    fn render(&self) -> String {
-        ReportMetrics::render(self)
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -149,13 +156,6 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
     }
 }
 
@@ -217,13 +217,6 @@ impl Default for ReportMetrics {
 }
 
 impl ReportMetrics {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String does not fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
-
     pub fn outcome(&self, source: &str, outcome: &str, reason: &str) {
         self.reports
             .get_or_create(&ReportOutcomeLabels {

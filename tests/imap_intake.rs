@@ -1070,7 +1070,7 @@ async fn a_mailed_report_becomes_a_tlsreport_the_summary_the_condition_and_the_m
     use mailsec_operator::api::{MailDomain, TLSReport};
     use mailsec_operator::intake::Counted;
     use mailsec_operator::intake::kube::KubeSink;
-    use mailsec_operator::metrics::ReportMetrics;
+    use mailsec_operator::metrics::{Exposition, ReportMetrics};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use support::maildomain::{condition, wait_for};

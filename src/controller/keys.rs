@@ -240,10 +240,8 @@ pub async fn run(
         .collect();
     // An active key whose private half is gone from its Secret and from the signing Secret
     // cannot sign: it retires (its record stays for the overlap) and a new key is made.
-    let signing = api
-        .get_opt(&signing_name(md))
-        .await?
-        .filter(|s| ours(s, md));
+    let live_signing = api.get_opt(&signing_name(md)).await?;
+    let signing = live_signing.as_ref().filter(|s| ours(s, md));
     let mut lost = Vec::new();
     let old: Vec<DkimKeyStatus> = old
         .iter()
@@ -252,9 +250,7 @@ pub async fn run(
             let in_key = existing
                 .iter()
                 .any(|s| s.name_any() == k.secret_name && data(s, "private.pem").is_some());
-            let in_signing = signing
-                .as_ref()
-                .is_some_and(|s| data(s, &format!("{}.private", k.selector)).is_some());
+            let in_signing = signing.is_some_and(|s| data(s, &format!("{}.private", k.selector)).is_some());
             if k.state == DkimKeyState::Active && !in_key && !in_signing {
                 tracing::warn!(selector = %k.selector, "the private key of an active DKIM key is gone; a new key is made");
                 lost.push(k.selector.clone());
@@ -336,7 +332,7 @@ pub async fn run(
     }
     keys.sort_by(|a, b| (&a.entry, &a.selector).cmp(&(&b.entry, &b.selector)));
 
-    write_signing_secret(&api, md, domain, &keys, &existing).await?;
+    write_signing_secret(&api, md, domain, &keys, &existing, live_signing.as_ref()).await?;
     for name in &plan.delete {
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
@@ -376,6 +372,7 @@ async fn write_signing_secret(
     domain: &DomainName,
     keys: &[DkimKeyStatus],
     key_secrets: &[Secret],
+    live: Option<&Secret>,
 ) -> Result<(), Error> {
     let active: Vec<&DkimKeyStatus> = keys
         .iter()
@@ -385,8 +382,7 @@ async fn write_signing_secret(
         return Ok(());
     }
     let name = signing_name(md);
-    let live = api.get_opt(&name).await?;
-    if let Some(live) = &live
+    if let Some(live) = live
         && !ours(live, md)
     {
         return Err(Error::Conflict(name));

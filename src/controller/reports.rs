@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::civil::Date;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::{Resource, ResourceExt};
 
 use super::conditions::{Report, Status, Type, reason};
 use super::context::{Context, Retention};
@@ -347,11 +347,6 @@ fn failure_types(summary: &TlsReportsSummary) -> BTreeSet<String> {
 fn new_failure_types(previous: Option<&TlsReportsSummary>, now: &TlsReportsSummary) -> Vec<String> {
     let before = previous.map(failure_types).unwrap_or_default();
     failure_types(now).difference(&before).cloned().collect()
-}
-
-/// The object reference of `md` for events about its reports.
-pub fn object_ref(md: &MailDomain) -> k8s_openapi::api::core::v1::ObjectReference {
-    md.object_ref(&())
 }
 
 #[cfg(test)]

@@ -136,15 +136,9 @@ impl Cloudflare {
     }
 
     pub fn new(base: &str, token: String) -> Result<Self, DnsError> {
-        url::Url::parse(base)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                DnsError::Config(format!("cloudflare apiUrl `{base}` is not an http(s) URL"))
-            })?;
         Ok(Cloudflare {
+            base: http::base_url("cloudflare apiUrl", base)?,
             http: http::client(TIMEOUT)?,
-            base: base.trim_end_matches('/').to_owned(),
             token,
             zone_ids: ZoneIds::default(),
             meter: Arc::new(NoMeter),
@@ -174,25 +168,13 @@ impl Cloudflare {
         path: &str,
         body: Option<String>,
     ) -> Result<Envelope<T>, DnsError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self
+        let request = self
             .http
-            .request(method.clone(), &url)
+            .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            DnsError::Unreachable(format!(
-                "cloudflare {method} {path}: {}",
-                http::describe(&e)
-            ))
-        })?;
-        let status = response.status();
-        let retry_after = http::retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let answer = http::send(request, body, &format!("cloudflare {method} {path}")).await?;
+        let (status, text) = (answer.status, answer.text);
+        let retry_after = http::retry_after(&answer.headers);
         let envelope: Option<Envelope<T>> = serde_json::from_str(&text).ok();
         if status.is_success() && envelope.as_ref().is_some_and(|e| e.success) {
             return envelope.ok_or_else(|| DnsError::Server("cloudflare: no envelope".into()));

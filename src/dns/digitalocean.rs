@@ -115,17 +115,9 @@ impl DigitalOcean {
     }
 
     pub fn new(base: &str, token: String) -> Result<Self, DnsError> {
-        url::Url::parse(base)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                DnsError::Config(format!(
-                    "digitalocean apiUrl `{base}` is not an http(s) URL"
-                ))
-            })?;
         Ok(DigitalOcean {
+            base: http::base_url("digitalocean apiUrl", base)?,
             http: http::client(TIMEOUT)?,
-            base: base.trim_end_matches('/').to_owned(),
             token,
             meter: Arc::new(NoMeter),
         })
@@ -158,25 +150,13 @@ impl DigitalOcean {
         body: Option<String>,
         gone_ok: bool,
     ) -> Result<String, DnsError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self
+        let request = self
             .http
-            .request(method.clone(), &url)
+            .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            DnsError::Unreachable(format!(
-                "digitalocean {method} {path}: {}",
-                http::describe(&e)
-            ))
-        })?;
-        let status = response.status();
-        let wait = http::rate_limit_wait(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let answer = http::send(request, body, &format!("digitalocean {method} {path}")).await?;
+        let (status, text) = (answer.status, answer.text);
+        let wait = http::rate_limit_wait(&answer.headers);
         if status.is_success() || (gone_ok && status.as_u16() == 404) {
             return Ok(text);
         }

@@ -113,6 +113,51 @@ where
     }
 }
 
+/// `text` as an API's base URL: http(s) with a host, without a trailing `/`. Otherwise a
+/// [`DnsError::Config`] naming `setting` (e.g. `cloudflare apiUrl`).
+pub fn base_url(setting: &str, text: &str) -> Result<String, DnsError> {
+    url::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| DnsError::Config(format!("{setting} `{text}` is not an http(s) URL")))?;
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// An API's answer as received.
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: HeaderMap,
+    /// The body (empty when it could not be read).
+    pub text: String,
+}
+
+/// Sends `request` (its authentication set by the caller) with `body` as JSON, if any; a
+/// transport failure is [`DnsError::Unreachable`] naming `what` (`hetzner GET /zones`).
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    body: Option<String>,
+    what: &str,
+) -> Result<Answer, DnsError> {
+    let request = match body {
+        Some(body) => request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body),
+        None => request,
+    };
+    let response = request
+        .send()
+        .await
+        .map_err(|e| DnsError::Unreachable(format!("{what}: {}", describe(&e))))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    Ok(Answer {
+        status,
+        headers,
+        text,
+    })
+}
+
 /// A transport error in few words: timeouts and refused connections say so.
 pub fn describe(error: &reqwest::Error) -> String {
     let mut text = if error.is_timeout() {

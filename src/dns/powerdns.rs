@@ -78,19 +78,10 @@ impl PowerDns {
     }
 
     pub fn new(url: &str, server_id: &str, api_key: String) -> Result<Self, DnsError> {
-        let base = url::Url::parse(url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                DnsError::Config(format!("powerdns url `{url}` is not an http(s) URL"))
-            })?;
+        let base = http::base_url("powerdns url", url)?;
         Ok(PowerDns {
             http: http::client(TIMEOUT)?,
-            server: format!(
-                "{}/api/v1/servers/{}",
-                base.as_str().trim_end_matches('/'),
-                encode_id(server_id)
-            ),
+            server: format!("{}/api/v1/servers/{}", base, encode_id(server_id)),
             api_key,
             meter: Arc::new(NoMeter),
         })
@@ -119,21 +110,14 @@ impl PowerDns {
         body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, String), DnsError> {
         let url = format!("{}{path}", self.server);
-        let mut request = self
+        let request = self
             .http
             .request(method.clone(), &url)
             .header("X-API-Key", &self.api_key);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.map_err(|e| {
-            DnsError::Unreachable(format!("powerdns {method} {url}: {}", http::describe(&e)))
-        })?;
-        let status = response.status();
-        let retry_after = http::retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let body = body.map(|b| b.to_string());
+        let answer = http::send(request, body, &format!("powerdns {method} {url}")).await?;
+        let (status, text) = (answer.status, answer.text);
+        let retry_after = http::retry_after(&answer.headers);
         if status.is_success() {
             return Ok((status, text));
         }

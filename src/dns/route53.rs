@@ -174,17 +174,9 @@ impl Route53 {
         source: Source,
         hosted_zone_id: Option<String>,
     ) -> Result<Self, DnsError> {
-        url::Url::parse(endpoint)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                DnsError::Config(format!(
-                    "route53 endpoint `{endpoint}` is not an http(s) URL"
-                ))
-            })?;
         Ok(Route53 {
+            endpoint: http::base_url("route53 endpoint", endpoint)?,
             http: http::client(TIMEOUT)?,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
             source,
             hosted_zone_id,
             zone_ids: ZoneIds::default(),

@@ -35,11 +35,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use mailsec_operator::domain::txt;
@@ -182,21 +181,8 @@ impl Fake {
     }
 }
 
-fn rate_headers(mut r: Response, remaining: u64, reset_in: u64) -> Response {
-    let reset = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-        + reset_in;
-    let h = r.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from_static("5000"));
-    if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
-        h.insert("ratelimit-remaining", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&reset.to_string()) {
-        h.insert("ratelimit-reset", v);
-    }
-    r
+fn rate_headers(r: Response, remaining: u64, reset_in: u64) -> Response {
+    super::api_fake::rate_limit_headers(r, "5000", remaining, reset_in)
 }
 
 fn ok(status: StatusCode, body: Value) -> Response {
@@ -233,26 +219,15 @@ fn gate(i: &mut Inner, headers: &HeaderMap, call: String) -> Result<(), Response
     if i.throttle.0 > 0 {
         i.throttle.0 -= 1;
         let (_, seconds, retry_after) = i.throttle;
-        let mut r = rate_headers(
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(
-                    json!({"id": "too_many_requests", "message": "API rate limit exceeded."}),
-                ),
-            )
-                .into_response(),
-            0,
+        let body = json!({"id": "too_many_requests", "message": "API rate limit exceeded."});
+        return Err(super::api_fake::too_many_requests(
+            body,
+            "5000",
             seconds,
-        );
-        if retry_after && let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-        return Err(r);
+            retry_after,
+        ));
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+    let token = super::api_fake::bearer(headers);
     if token != Some(i.token.as_str()) {
         return Err(error(
             StatusCode::UNAUTHORIZED,

@@ -43,11 +43,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -248,27 +248,12 @@ impl Fake {
     }
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 fn timestamp() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-fn with_rate_headers(mut r: Response, remaining: u64, reset_in: u64) -> Response {
-    let h = r.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from_static("3600"));
-    if let Ok(v) = HeaderValue::from_str(&remaining.to_string()) {
-        h.insert("ratelimit-remaining", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&(now_unix() + reset_in).to_string()) {
-        h.insert("ratelimit-reset", v);
-    }
-    r
+fn with_rate_headers(r: Response, remaining: u64, reset_in: u64) -> Response {
+    super::api_fake::rate_limit_headers(r, "3600", remaining, reset_in)
 }
 
 fn ok(status: StatusCode, body: Value) -> Response {
@@ -308,25 +293,16 @@ fn gate(i: &mut Inner, headers: &HeaderMap, call: String) -> Result<(), Response
     if i.throttle.0 > 0 {
         i.throttle.0 -= 1;
         let (_, seconds, retry_after) = i.throttle;
-        let mut r = with_rate_headers(
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({"error": {"code": "rate_limit_exceeded",
-                    "message": "limit of 3600 requests per hour reached", "details": {}}})),
-            )
-                .into_response(),
-            0,
+        let body = json!({"error": {"code": "rate_limit_exceeded",
+            "message": "limit of 3600 requests per hour reached", "details": {}}});
+        return Err(super::api_fake::too_many_requests(
+            body,
+            "3600",
             seconds,
-        );
-        if retry_after && let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-        return Err(r);
+            retry_after,
+        ));
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+    let token = super::api_fake::bearer(headers);
     if token != Some(i.token.as_str()) {
         return Err(error(
             StatusCode::UNAUTHORIZED,

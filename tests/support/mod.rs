@@ -19,6 +19,7 @@
 //! Only `kube`, `k8s-openapi`, `tokio`, `serde_json`, std and the crate's API types are used.
 #![allow(dead_code)]
 
+pub mod api_fake;
 pub mod cloudflare;
 pub mod digitalocean;
 pub mod hetzner;
