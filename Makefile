@@ -11,6 +11,7 @@
 #                (PROVIDER=powerdns: through the local PowerDNS API instead of BIND)
 #   make bench   time from applying a MailDomain to BIND answering it (BENCH_N=20 domains)
 #   make bench-checks   live checks: one domain, and BENCH_DOMAINS=1000 at BENCH_CONCURRENCY="8 32 128"
+#   make bench-scale   BENCH_SCALE_N=10000 MailDomains at once (BENCH_SCALE_ZONES zones): time to Ready, RSS, requests, restart
 #   make bench-tlsrpt   TLS-RPT parsing: reports/s of ours and of parsedmarc over ../shared/tlsrpt-samples
 #   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
 
@@ -27,7 +28,7 @@ TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)-$$(pwd | cksum
 TEST_TIMEOUT ?= 1800
 
 .NOTPARALLEL:
-.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench bench-checks bench-tlsrpt crds
+.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench bench-checks bench-scale bench-tlsrpt crds
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -86,6 +87,13 @@ bench-checks: tools
 crds:
 	cargo run -q -- crd > crds/mailsec.io.yaml
 	cp crds/mailsec.io.yaml charts/mailsec-operator/files/crds.yaml
+
+BENCH_SCALE_N ?= 10000
+BENCH_SCALE_ZONES ?= 1
+
+# An environment of its own (taken down afterwards); see scripts/bench-scale.sh.
+bench-scale: tools
+	@scripts/bench-scale.sh $(BENCH_SCALE_N) $(BENCH_SCALE_ZONES)
 
 BENCH_SECONDS ?= 3
 

@@ -24,7 +24,9 @@
 # changed CRDs and prints the exports. Progress and errors go to stderr, exports to stdout.
 # scripts/env-down.sh stops everything and removes the directory.
 #
-# Tunables: MAILSEC_ENV_DIR, MAILSEC_START_TIMEOUT (seconds per component, default 60).
+# Tunables: MAILSEC_ENV_DIR, MAILSEC_START_TIMEOUT (seconds per component, default 60),
+# MAILSEC_BIND_EXTRA_ZONES (N more zones z1.example.test .. zN.example.test, in BIND only, same
+# key; for `make bench-scale`; default 0).
 set -euo pipefail
 LOG_TAG=env-up
 # shellcheck source=scripts/env-lib.sh
@@ -319,6 +321,24 @@ zone "$ZONE" {
 	update-policy { grant $TSIG_NAME zonesub ANY; };
 };
 EOF
+EXTRA_ZONES=${MAILSEC_BIND_EXTRA_ZONES:-0}
+[[ $EXTRA_ZONES =~ ^[0-9]+$ ]] && [ "$EXTRA_ZONES" -le 1000 ] || fail_start "MAILSEC_BIND_EXTRA_ZONES must be 0..1000"
+for i in $(seq 1 "$EXTRA_ZONES"); do
+  extra=z$i.$ZONE
+  cat >"$NAMED_DIR/$extra.zone" <<EOF
+\$ORIGIN $extra.
+\$TTL 300
+@	IN SOA	ns1.$ZONE. hostmaster.$ZONE. ( 1 3600 600 86400 60 )
+@	IN NS	ns1.$ZONE.
+EOF
+  cat >>"$NAMED_DIR/named.conf" <<EOF
+zone "$extra" {
+	type primary;
+	file "$NAMED_DIR/$extra.zone";
+	update-policy { grant $TSIG_NAME zonesub ANY; };
+};
+EOF
+done
 named-checkconf "$NAMED_DIR/named.conf" >&2 || fail_start "generated named.conf is invalid"
 log "starting named on 127.0.0.1:$DNS_PORT (udp+tcp), zone $ZONE"
 launch named "$NAMED" -g -4 -c "$NAMED_DIR/named.conf"

@@ -15,6 +15,11 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabels {
     pub provider: String,
     pub result: String,
@@ -33,6 +38,8 @@ pub struct Metrics {
     /// provider and result (`ok` or an error category: `DNSRateLimited` counts the waits).
     pub dns_requests: Family<DnsLabels, Counter>,
     pub status_writes: Counter,
+    /// Requests to the Kubernetes API server, by verb.
+    pub kube_requests: Family<VerbLabels, Counter>,
     pub duration: Histogram,
     /// 1 while this replica reconciles (holds the Lease, or runs without leader election).
     pub leader: Gauge,
@@ -74,6 +81,12 @@ impl Default for Metrics {
             "MailDomain status patches",
             status_writes.clone(),
         );
+        let kube_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests to the Kubernetes API server, by verb (watch: a watch opened)",
+            kube_requests.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -93,6 +106,7 @@ impl Default for Metrics {
             dns_changes,
             dns_requests,
             status_writes,
+            kube_requests,
             duration,
             leader,
         }
@@ -149,6 +163,14 @@ impl Metrics {
     }
 
     /// One request to a DNS server or provider API.
+    pub fn kube_request(&self, verb: &str) {
+        self.kube_requests
+            .get_or_create(&VerbLabels {
+                verb: verb.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn dns_request(&self, provider: &str, result: &str) {
         self.dns_requests
             .get_or_create(&DnsLabels {

@@ -80,9 +80,11 @@ impl Operator {
             lease_name: "mailsec-operator".into(),
             identity: identity.into(),
             watch_namespace: Some(ns.into()),
+            reconcile_concurrency: 4,
         };
+        let config = env.config().await;
         tokio::spawn(async move {
-            if let Err(e) = run::run(client, options).await {
+            if let Err(e) = run::run(config, options).await {
                 eprintln!("controller stopped: {e}");
             }
         });

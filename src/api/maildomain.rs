@@ -133,7 +133,7 @@ pub struct DnsProviderRef {
 
 /// Which provider kind a reference points at.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
 )]
 pub enum ProviderKind {
     #[default]

@@ -118,6 +118,10 @@ pub struct ControllerArgs {
     /// Reconcile the MailDomains of this namespace only (all namespaces when absent).
     #[arg(long, env = "MAILSEC_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// How many MailDomains are reconciled at once. This bounds the requests in flight to the
+    /// API server and the DNS providers; the rest wait their turn.
+    #[arg(long, env = "MAILSEC_RECONCILE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    reconcile_concurrency: u16,
     #[command(flatten)]
     logging: Logging,
 }
@@ -213,10 +217,11 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
         lease_name: args.lease_name,
         identity,
         watch_namespace: args.watch_namespace,
+        reconcile_concurrency: args.reconcile_concurrency,
     };
     runtime()?.block_on(async {
-        let client = kube::Client::try_default().await?;
-        run::run(client, options).await?;
+        let config = kube::Config::infer().await?;
+        run::run(config, options).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::providers::Providers;
 use super::verify;
 use crate::api::Guarded;
 use crate::metrics::Metrics;
@@ -60,6 +61,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub store: Store<Guarded>,
+    /// The DNS providers from their watches, and their backends.
+    pub providers: Arc<Providers>,
     pub http: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,

@@ -5,8 +5,8 @@
 //!   the multi-tenancy checks (a DNSProvider serves its own namespace; a ClusterDNSProvider may
 //!   be limited to some namespaces and zones), as a ready-to-use backend.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
@@ -14,10 +14,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::context::Context;
-use crate::api::{
-    ClusterDNSProvider, DNSProvider, MailDomain, ProviderKind, ProviderSettings, SecretKeyRef,
-    SyncPolicy,
-};
+use super::providers::{Key, SecretId};
+use crate::api::{MailDomain, ProviderKind, SecretKeyRef, SyncPolicy};
 use crate::dns::DnsError;
 use crate::dns::backend::{
     ApiMeter, ConnectError, DnsBackend, Manual, SecretError, SecretSource, find_zone,
@@ -129,26 +127,39 @@ pub async fn target(
             },
         });
     };
+    if !ctx.providers.ready().await {
+        return Err(Error::SecretUnavailable(
+            "the DNSProvider and ClusterDNSProvider watches have not listed yet".into(),
+        ));
+    }
     // The provider's settings, and the namespace its Secrets live in.
-    let (settings, secret_namespace): (ProviderSettings, String) = match reference.kind {
+    let (settings, secret_namespace, resource_version) = match reference.kind {
         ProviderKind::DnsProvider => {
-            let api: Api<DNSProvider> = Api::namespaced(ctx.client.clone(), &ns);
-            let provider = api.get_opt(&reference.name).await?.ok_or_else(|| {
-                Error::ProviderNotFound(format!(
-                    "DNSProvider {ns}/{} does not exist",
-                    reference.name
-                ))
-            })?;
-            (provider.spec.settings, ns.clone())
+            let provider = ctx
+                .providers
+                .dns_provider(&ns, &reference.name)
+                .ok_or_else(|| {
+                    Error::ProviderNotFound(format!(
+                        "DNSProvider {ns}/{} does not exist",
+                        reference.name
+                    ))
+                })?;
+            (
+                provider.spec.settings.clone(),
+                ns.clone(),
+                provider.resource_version(),
+            )
         }
         ProviderKind::ClusterDnsProvider => {
-            let api: Api<ClusterDNSProvider> = Api::all(ctx.client.clone());
-            let provider = api.get_opt(&reference.name).await?.ok_or_else(|| {
-                Error::ProviderNotFound(format!(
-                    "ClusterDNSProvider {} does not exist",
-                    reference.name
-                ))
-            })?;
+            let provider = ctx
+                .providers
+                .cluster_dns_provider(&reference.name)
+                .ok_or_else(|| {
+                    Error::ProviderNotFound(format!(
+                        "ClusterDNSProvider {} does not exist",
+                        reference.name
+                    ))
+                })?;
             let allowed = &provider.spec.allowed_namespaces;
             if !allowed.is_empty() && !allowed.contains(&ns) {
                 return Err(Error::ProviderNotAllowed(format!(
@@ -158,8 +169,9 @@ pub async fn target(
                 )));
             }
             (
-                provider.spec.settings,
+                provider.spec.settings.clone(),
                 ctx.config.operator_namespace.clone(),
+                provider.resource_version(),
             )
         }
     };
@@ -176,27 +188,48 @@ pub async fn target(
                 ))
             })?
     };
-    let secrets = KubeSecrets {
-        client: ctx.client.clone(),
-        namespace: secret_namespace,
+    let key = Key {
+        kind: reference.kind,
+        namespace: (reference.kind == ProviderKind::DnsProvider).then(|| ns.clone()),
+        name: reference.name.clone(),
     };
-    let meter = Arc::new(Meter(ctx.metrics.clone()));
-    let backend = registry::connect(&settings, &secrets, meter)
-        .await
-        .map_err(|e| match e {
-            ConnectError::MissingSettings { provider_type } => Error::ProviderNotFound(format!(
-                "provider {} has type {provider_type} but no {provider_type} settings",
-                reference.name
-            )),
-            ConnectError::Secret(SecretError::NotFound(m)) => Error::SecretNotFound(m),
-            ConnectError::Secret(e @ SecretError::Unavailable(_)) => {
-                Error::SecretUnavailable(e.to_string())
-            }
-            ConnectError::Dns(source) => Error::Dns {
-                provider: reference.name.clone(),
-                source,
-            },
-        })?;
+    let backend = match ctx.providers.cached(&key, resource_version.as_deref()) {
+        Some(backend) => backend,
+        None => {
+            let epoch = ctx.providers.epoch();
+            let secrets = KubeSecrets {
+                client: ctx.client.clone(),
+                namespace: secret_namespace,
+                read: Mutex::new(BTreeSet::new()),
+            };
+            let meter = Arc::new(Meter(ctx.metrics.clone()));
+            let made = registry::connect(&settings, &secrets, meter).await;
+            let read = secrets.read.into_inner().unwrap_or_default();
+            ctx.providers.keep(
+                key,
+                resource_version,
+                epoch,
+                made.as_ref().ok().cloned(),
+                read,
+            );
+            made.map_err(|e| match e {
+                ConnectError::MissingSettings { provider_type } => {
+                    Error::ProviderNotFound(format!(
+                        "provider {} has type {provider_type} but no {provider_type} settings",
+                        reference.name
+                    ))
+                }
+                ConnectError::Secret(SecretError::NotFound(m)) => Error::SecretNotFound(m),
+                ConnectError::Secret(e @ SecretError::Unavailable(_)) => {
+                    Error::SecretUnavailable(e.to_string())
+                }
+                ConnectError::Dns(source) => Error::Dns {
+                    provider: reference.name.clone(),
+                    source,
+                },
+            })?
+        }
+    };
     let policy = match settings.policy {
         SyncPolicy::Sync => Policy::Sync,
         SyncPolicy::UpsertOnly => Policy::UpsertOnly,
@@ -243,10 +276,11 @@ impl ApiMeter for Meter {
     }
 }
 
-/// A provider's Secrets in one namespace.
+/// A provider's Secrets in one namespace; remembers which it was asked for.
 struct KubeSecrets {
     client: Client,
     namespace: String,
+    read: Mutex<BTreeSet<SecretId>>,
 }
 
 impl SecretSource for KubeSecrets {
@@ -256,6 +290,9 @@ impl SecretSource for KubeSecrets {
     ) -> BoxFuture<'a, Result<Vec<u8>, SecretError>> {
         Box::pin(async move {
             let ns = &self.namespace;
+            if let Ok(mut read) = self.read.lock() {
+                read.insert((ns.clone(), reference.name.clone()));
+            }
             let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
             let secret = api
                 .get_opt(&reference.name)

@@ -8,14 +8,16 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::DynamicObject;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use super::context::{Config, Context};
 use super::hosting;
+use super::providers::{Key, Providers};
 use super::reconcile;
 use crate::api::{ClusterDNSProvider, DNSProvider, Guarded, MailDomain, ProviderKind, TLSReport};
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ pub struct Options {
     pub identity: String,
     /// Watch MailDomains, DNSProviders and Secrets of this namespace only.
     pub watch_namespace: Option<String>,
+    /// MailDomains reconciled at once.
+    pub reconcile_concurrency: u16,
 }
 
 /// An Api over one namespace or all of them.
@@ -54,10 +58,43 @@ pub enum RunError {
     Lease(String),
     #[error("lost the leader lease; exiting so that another replica takes over")]
     LostLease,
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
 }
 
-pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
+/// A client that counts its requests to the API server by verb
+/// (`mailsec_kube_requests_total`).
+fn counted_client(config: kube::Config, metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            metrics.kube_request(verb(&request));
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
+/// The Kubernetes verb of a request, as far as the method and query tell.
+fn verb(request: &http::Request<kube::client::Body>) -> &'static str {
+    let watch = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    match *request.method() {
+        http::Method::GET if watch => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
+    let client = counted_client(config, metrics.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(options.admin_addr)
         .await
@@ -106,19 +143,23 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         instance: Some(options.identity.clone()),
     };
     crate::dns::http::install_crypto_provider();
+    // The providers' watches fill stores the reconciles read (no GET per reconcile).
+    let (namespaced_providers, namespaced_writer) = reflector::store::<DNSProvider>();
+    let (cluster_providers, cluster_writer) = reflector::store::<ClusterDNSProvider>();
+    let providers = Arc::new(Providers::new(namespaced_providers, cluster_providers));
     let ctx = Arc::new(Context {
         client: client.clone(),
         config: options.config.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         store: store.clone(),
+        providers: providers.clone(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default(),
         failures: Default::default(),
     });
-    let operator_ns = options.config.operator_namespace.clone();
     // The policy host children.
     let mut controller = controller
         .owns(scoped::<Ingress>(&client, ns), watcher::Config::default())
@@ -154,48 +195,46 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     }
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     metrics.leader.set(1);
-    let run = controller
-        .watches(
+    let namespaced_events = reflector(
+        namespaced_writer,
+        watcher(
             scoped::<DNSProvider>(&client, ns),
             watcher::Config::default(),
-            move |p| {
-                referencing(&s1, |md| {
-                    md.namespace() == p.namespace()
-                        && md.spec.dns_provider_ref.as_ref().is_some_and(|r| {
-                            r.kind == ProviderKind::DnsProvider && r.name == p.name_any()
-                        })
-                })
-            },
-        )
-        .watches(
+        ),
+    )
+    .touched_objects();
+    let cluster_events = reflector(
+        cluster_writer,
+        watcher(
             Api::<ClusterDNSProvider>::all(client.clone()),
             watcher::Config::default(),
-            move |p| {
-                referencing(&s2, |md| {
-                    md.spec.dns_provider_ref.as_ref().is_some_and(|r| {
-                        r.kind == ProviderKind::ClusterDnsProvider && r.name == p.name_any()
-                    })
-                })
-            },
-        )
+        ),
+    )
+    .touched_objects();
+    let run = controller
+        .watches_stream(namespaced_events, move |p| {
+            let key = Key {
+                kind: ProviderKind::DnsProvider,
+                namespace: p.namespace(),
+                name: p.name_any(),
+            };
+            referencing(&s1, |md| key.named_by(md))
+        })
+        .watches_stream(cluster_events, move |p| {
+            let key = Key {
+                kind: ProviderKind::ClusterDnsProvider,
+                namespace: None,
+                name: p.name_any(),
+            };
+            referencing(&s2, |md| key.named_by(md))
+        })
         .watches(
             scoped::<Secret>(&client, ns),
             watcher::Config::default(),
-            move |secret| {
-                // DKIM keys and DNSProvider TSIG secrets live beside the MailDomain; ClusterDNSProvider
-                // secrets in the operator's namespace.
-                let ns = secret.namespace();
-                let operator = ns.as_deref() == Some(operator_ns.as_str());
-                referencing(&s3, |md| {
-                    md.namespace() == ns
-                        || (operator
-                            && md
-                                .spec
-                                .dns_provider_ref
-                                .as_ref()
-                                .is_some_and(|r| r.kind == ProviderKind::ClusterDnsProvider))
-                })
-            },
+            move |secret| secret_readers(&s3, &providers, &secret),
+        )
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(options.reconcile_concurrency),
         )
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -222,6 +261,44 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// The MailDomains a Secret change concerns: those that name it (a DKIM key, the signing
+/// Secret), own it (managed DKIM keys), or use a provider whose backend read it.
+fn secret_readers(
+    store: &Store<Guarded>,
+    providers: &Providers,
+    secret: &Secret,
+) -> Vec<ObjectRef<Guarded>> {
+    let ns = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let users = providers.secret_changed(&(ns.clone(), name.clone()));
+    let mut refs: Vec<ObjectRef<Guarded>> = secret
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "MailDomain" && o.api_version.starts_with("mailsec.io/"))
+        .map(|o| ObjectRef::new(&o.name).within(&ns))
+        .collect();
+    refs.extend(referencing(store, |md| {
+        users.iter().any(|k| k.named_by(md))
+            || (md.namespace().as_deref() == Some(ns.as_str()) && names_secret(md, &name))
+    }));
+    refs
+}
+
+/// Whether `md`'s spec names the Secret `name` (in its own namespace).
+fn names_secret(md: &MailDomain, name: &str) -> bool {
+    md.spec
+        .dkim
+        .iter()
+        .filter_map(|d| d.key_secret_ref.as_ref())
+        .any(|r| r.name == name)
+        || md
+            .spec
+            .dkim_signing
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(name))
+        || name == format!("{}-dkim-signing", md.name_any())
 }
 
 fn referencing(

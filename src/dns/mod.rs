@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod backend;
+pub mod batch;
 pub mod cloudflare;
 pub mod content;
 pub mod digitalocean;

@@ -5,25 +5,30 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hickory_net::client::{Client, ClientHandle};
+use hickory_net::client::Client;
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::{DnsHandle, DnsMultiplexer};
-use hickory_proto::op::{DnsRequest, Message, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::op::{
+    DnsRequest, DnsResponse, Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage,
+};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
 
 use super::DnsError;
 use super::address::AddressSet;
 use super::backend::{
     ApiMeter, ConnectError, DnsBackend, NoMeter, SecretError, SecretSource, result_of,
 };
+use super::batch::{Batches, SendFn};
 use super::plan::{Current, Operation, RRset};
 use crate::api::{Rfc2136Spec, TsigAlgorithm as SpecAlgorithm};
 use crate::domain::txt;
@@ -46,19 +51,38 @@ impl Algorithm {
     }
 }
 
-/// A primary server that accepts TSIG-signed updates.
+/// A primary server that accepts TSIG-signed updates. Clones share one connection and one
+/// write queue: every reconcile that writes through this provider uses the same TCP
+/// connection (queries pipelined on it, at most [`MAX_IN_FLIGHT`] at once), and updates to one
+/// zone that arrive while another is on its way go together as one UPDATE ([`Batches`]).
 #[derive(Clone)]
 pub struct Rfc2136 {
-    server: SocketAddr,
+    server: Arc<Server>,
+    batches: Arc<Batches<Vec<Operation>>>,
+}
+
+/// The server, its key and the connection to it.
+struct Server {
+    address: SocketAddr,
     signer: TSigner,
     timeout: Duration,
     meter: Arc<dyn ApiMeter>,
+    /// The open connection and its number, made on first use and again after a failure.
+    connection: tokio::sync::Mutex<Option<(u64, Client<TokioRuntimeProvider>)>>,
+    connections: AtomicU64,
+    in_flight: Semaphore,
 }
 
 /// How long the server may take to answer one message.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Allowed clock difference for TSIG, the RFC 8945 recommendation.
 const FUDGE_SECONDS: u16 = 300;
+/// Messages on their way at once on the one connection (hickory's multiplexer refuses more
+/// than 32).
+const MAX_IN_FLIGHT: usize = 24;
+/// Bytes of record data in one combined UPDATE: well inside a TCP DNS message's 64 KiB, with
+/// room for names, headers and the TSIG record.
+const MAX_UPDATE_BYTES: usize = 30_000;
 
 impl Rfc2136 {
     /// The backend for a provider's `rfc2136` settings: the server resolved, the TSIG secret
@@ -102,71 +126,186 @@ impl Rfc2136 {
             .map_err(|e| DnsError::Config(format!("TSIG key name `{key_name}`: {e}")))?;
         let signer = TSigner::new(secret, algorithm.to_hickory(), name, FUDGE_SECONDS)
             .map_err(|e| DnsError::Config(format!("TSIG key: {e}")))?;
-        Ok(Rfc2136 {
-            server,
+        Ok(Rfc2136::with_server(Server {
+            address: server,
             signer,
             timeout: TIMEOUT,
             meter: Arc::new(NoMeter),
-        })
+            connection: tokio::sync::Mutex::new(None),
+            connections: AtomicU64::new(0),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        }))
+    }
+
+    fn with_server(server: Server) -> Self {
+        let server = Arc::new(server);
+        let sender = server.clone();
+        let send: SendFn<Vec<Operation>> = Arc::new(move |zone, writes| {
+            let server = sender.clone();
+            Box::pin(async move { server.apply(&zone, &writes.concat()).await })
+        });
+        Rfc2136 {
+            server,
+            batches: Batches::new(send, MAX_UPDATE_BYTES, |ops: &Vec<Operation>| {
+                update_bytes(ops)
+            }),
+        }
     }
 
     /// Reports every message sent (query or update) to `meter`.
     pub fn with_meter(self, meter: Arc<dyn ApiMeter>) -> Self {
-        Rfc2136 { meter, ..self }
+        let s = &self.server;
+        Rfc2136::with_server(Server {
+            address: s.address,
+            signer: s.signer.clone(),
+            timeout: s.timeout,
+            meter,
+            connection: tokio::sync::Mutex::new(None),
+            connections: AtomicU64::new(0),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        })
     }
 
-    async fn client(&self) -> Result<Client<TokioRuntimeProvider>, DnsError> {
-        let (connect, handle) = TcpClientStream::new(
-            self.server,
-            None,
-            Some(self.timeout),
-            TokioRuntimeProvider::default(),
-        );
-        let stream = tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| DnsError::Unreachable(format!("{}: connection timed out", self.server)))?
-            .map_err(|e| DnsError::Unreachable(format!("{}: {e}", self.server)))?;
-        let sender = DnsMultiplexer::new(stream, handle)
-            .with_timeout(self.timeout)
-            .with_signer(self.signer.clone());
-        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(sender);
-        tokio::spawn(background);
-        Ok(client)
+    /// How many TCP connections this backend has opened so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.server.connections.load(Ordering::Relaxed)
     }
 
-    /// The TXT RRsets at `names`, as the primary server holds them.
+    /// The TXT RRsets at `names`, as the primary server holds them, asked all at once on the
+    /// one connection.
     pub async fn read(&self, names: &[String]) -> Result<Current, DnsError> {
-        let client = self.client().await;
-        let mut client = client.inspect_err(|e| self.meter.request("rfc2136", e.category()))?;
+        let answers =
+            futures_util::future::join_all(names.iter().map(|n| self.server.query_txt(n))).await;
         let mut current = Current::new();
-        for name in names {
-            let one = self.query_txt(&mut client, name).await;
-            self.meter.request("rfc2136", result_of(&one));
-            if let Some(rrset) = one? {
+        for (name, answer) in names.iter().zip(answers) {
+            if let Some(rrset) = answer? {
                 current.insert(name.clone(), rrset);
             }
         }
         Ok(current)
     }
 
-    async fn query_txt(
+    /// The CNAME, A and AAAA records at `name`.
+    pub async fn read_address(&self, name: &str) -> Result<AddressSet, DnsError> {
+        self.server.read_address(name).await
+    }
+
+    /// Replaces the address records at `name` in one signed update whose prerequisites are
+    /// exactly `before` (RFC 2136 §2.4): the server refuses it if anyone changed them.
+    pub async fn write_address(
         &self,
-        client: &mut Client<TokioRuntimeProvider>,
+        zone: &str,
         name: &str,
-    ) -> Result<Option<RRset>, DnsError> {
-        let response = client
-            .query(fqdn(name)?, DNSClass::IN, RecordType::TXT)
+        before: &AddressSet,
+        after: &AddressSet,
+    ) -> Result<(), DnsError> {
+        self.server.write_address(zone, name, before, after).await
+    }
+
+    /// Applies the operations in `zone` in one signed update message, possibly together with
+    /// other reconciles' operations for the same zone (still all of these or none of them).
+    pub async fn apply(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
+        if operations.is_empty() {
+            return Ok(());
+        }
+        self.batches.submit(zone, operations.to_vec()).await
+    }
+}
+
+/// The weight of one write in a combined UPDATE: its record data and names, roughly.
+fn update_bytes(operations: &[Operation]) -> usize {
+    operations
+        .iter()
+        .map(|op| match op {
+            Operation::Add { name, value, .. } | Operation::Remove { name, value } => {
+                name.len() + value.len() + value.len() / 255 + 16
+            }
+        })
+        .sum()
+}
+
+impl Server {
+    /// The open connection (number, client, whether it was just made), opened if there is none.
+    async fn client(&self) -> Result<(u64, Client<TokioRuntimeProvider>, bool), DnsError> {
+        let mut connection = self.connection.lock().await;
+        if let Some((number, client)) = connection.as_ref() {
+            return Ok((*number, client.clone(), false));
+        }
+        let (connect, handle) = TcpClientStream::new(
+            self.address,
+            None,
+            Some(self.timeout),
+            TokioRuntimeProvider::default(),
+        );
+        let stream = tokio::time::timeout(self.timeout, connect)
             .await
-            .map_err(|e| {
-                DnsError::Unreachable(format!("{}: TXT query for {name}: {e}", self.server))
-            })?;
+            .map_err(|_| DnsError::Unreachable(format!("{}: connection timed out", self.address)))?
+            .map_err(|e| DnsError::Unreachable(format!("{}: {e}", self.address)))?;
+        let sender = DnsMultiplexer::new(stream, handle)
+            .with_timeout(self.timeout)
+            .with_max_active_requests(MAX_IN_FLIGHT)
+            .with_signer(self.signer.clone());
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(sender);
+        tokio::spawn(background);
+        let number = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        *connection = Some((number, client.clone()));
+        Ok((number, client, true))
+    }
+
+    /// Drops connection `number` if it is still the open one: the next message opens another.
+    async fn forget(&self, number: u64) {
+        let mut connection = self.connection.lock().await;
+        if connection.as_ref().is_some_and(|(n, _)| *n == number) {
+            *connection = None;
+        }
+    }
+
+    /// Sends `message` and returns the answer. A failure on a connection that served before
+    /// (the server closes idle ones) is tried once more on a new connection; every message is
+    /// counted.
+    async fn exchange(&self, message: Message) -> Result<DnsResponse, DnsError> {
+        let result = self.exchange_uncounted(message).await;
+        self.meter.request("rfc2136", result_of(&result));
+        result
+    }
+
+    async fn exchange_uncounted(&self, message: Message) -> Result<DnsResponse, DnsError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| DnsError::Unreachable(format!("{}: closed", self.address)))?;
+        loop {
+            let (number, client, fresh) = self.client().await?;
+            let mut responses = client.send(DnsRequest::from(message.clone()));
+            let error = match responses.next().await {
+                Some(Ok(response)) => return Ok(response),
+                Some(Err(e)) => from_net(&self.address, e.to_string()),
+                None => DnsError::Unreachable(format!("{}: no answer", self.address)),
+            };
+            if matches!(error, DnsError::Auth(_)) {
+                return Err(error);
+            }
+            self.forget(number).await;
+            if fresh {
+                return Err(error);
+            }
+            tracing::debug!(server = %self.address, %error, "DNS connection failed; opening a new one");
+        }
+    }
+
+    async fn query_txt(&self, name: &str) -> Result<Option<RRset>, DnsError> {
+        let response = self
+            .exchange(query(fqdn(name)?, RecordType::TXT))
+            .await
+            .map_err(|e| e.with_detail(&format!("TXT query for {name}")))?;
         match response.metadata.response_code {
             ResponseCode::NoError | ResponseCode::NXDomain => {}
             // A query outside the zones the server has is refused (no recursion here).
             ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotZone => {
                 return Err(DnsError::ZoneNotFound(format!(
                     "{}: TXT query for {name}: {}: the server does not serve that zone",
-                    self.server, response.metadata.response_code
+                    self.address, response.metadata.response_code
                 )));
             }
             code => return Err(from_rcode(code, &format!("TXT query for {name}"))),
@@ -181,21 +320,18 @@ impl Rfc2136 {
         Ok((!rrset.values.is_empty()).then_some(rrset))
     }
 
-    /// The CNAME, A and AAAA records at `name`.
-    pub async fn read_address(&self, name: &str) -> Result<AddressSet, DnsError> {
-        let client = self.client().await;
-        let mut client = client.inspect_err(|e| self.meter.request("rfc2136", e.category()))?;
+    /// The CNAME, A and AAAA records at `name`, asked at once.
+    async fn read_address(&self, name: &str) -> Result<AddressSet, DnsError> {
         let owner = fqdn(name)?;
+        let types = [RecordType::CNAME, RecordType::A, RecordType::AAAA];
+        let answers = futures_util::future::join_all(
+            types.map(|rtype| self.exchange(query(owner.clone(), rtype))),
+        )
+        .await;
         let mut set = AddressSet::default();
-        for rtype in [RecordType::CNAME, RecordType::A, RecordType::AAAA] {
-            let response = client
-                .query(owner.clone(), DNSClass::IN, rtype)
-                .await
-                .map_err(|e| {
-                    DnsError::Unreachable(format!("{}: {rtype} query for {name}: {e}", self.server))
-                });
-            self.meter.request("rfc2136", result_of(&response));
-            let response = response?;
+        for (rtype, response) in types.into_iter().zip(answers) {
+            let response =
+                response.map_err(|e| e.with_detail(&format!("{rtype} query for {name}")))?;
             match response.metadata.response_code {
                 ResponseCode::NoError | ResponseCode::NXDomain => {}
                 code => return Err(from_rcode(code, &format!("{rtype} query for {name}"))),
@@ -223,21 +359,7 @@ impl Rfc2136 {
         Ok(set)
     }
 
-    /// Replaces the address records at `name` in one signed update whose prerequisites are
-    /// exactly `before` (RFC 2136 §2.4): the server refuses it if anyone changed them.
-    pub async fn write_address(
-        &self,
-        zone: &str,
-        name: &str,
-        before: &AddressSet,
-        after: &AddressSet,
-    ) -> Result<(), DnsError> {
-        let result = self.update_address(zone, name, before, after).await;
-        self.meter.request("rfc2136", result_of(&result));
-        result
-    }
-
-    async fn update_address(
+    async fn write_address(
         &self,
         zone: &str,
         name: &str,
@@ -245,14 +367,7 @@ impl Rfc2136 {
         after: &AddressSet,
     ) -> Result<(), DnsError> {
         let owner = fqdn(name)?;
-        let mut message = Message::new(
-            rand_id(),
-            hickory_proto::op::MessageType::Query,
-            OpCode::Update,
-        );
-        let mut zone_query = Query::query(fqdn(zone)?, RecordType::SOA);
-        zone_query.set_query_class(DNSClass::IN);
-        message.add_zone(zone_query);
+        let mut message = update_message(zone)?;
         for (rtype, records) in [
             (RecordType::CNAME, address_data(before, RecordType::CNAME)?),
             (RecordType::A, address_data(before, RecordType::A)?),
@@ -279,15 +394,7 @@ impl Rfc2136 {
                 message.add_update(Record::from_rdata(owner.clone(), after.ttl, data));
             }
         }
-        let client = self.client().await?;
-        let mut responses = client.send(DnsRequest::from(message));
-        let response = responses
-            .next()
-            .await
-            .ok_or_else(|| {
-                DnsError::Unreachable(format!("{}: no answer to the update", self.server))
-            })?
-            .map_err(|e| from_net(&self.server, e.to_string()))?;
+        let response = self.exchange(message).await?;
         match response.metadata.response_code {
             ResponseCode::NoError => Ok(()),
             code @ (ResponseCode::YXRRSet | ResponseCode::NXRRSet) => {
@@ -302,26 +409,9 @@ impl Rfc2136 {
         }
     }
 
-    /// Applies the operations in `zone` as one signed update message.
-    pub async fn apply(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
-        if operations.is_empty() {
-            return Ok(());
-        }
-        let result = self.update(zone, operations).await;
-        self.meter.request("rfc2136", result_of(&result));
-        result
-    }
-
-    async fn update(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
-        let zone_name = fqdn(zone)?;
-        let mut message = Message::new(
-            rand_id(),
-            hickory_proto::op::MessageType::Query,
-            OpCode::Update,
-        );
-        let mut zone_query = Query::query(zone_name, RecordType::SOA);
-        zone_query.set_query_class(DNSClass::IN);
-        message.add_zone(zone_query);
+    /// The operations as one signed update message.
+    async fn apply(&self, zone: &str, operations: &[Operation]) -> Result<(), DnsError> {
+        let mut message = update_message(zone)?;
         for op in operations {
             let record = match op {
                 Operation::Add { name, ttl, value } => txt_record(name, *ttl, value, DNSClass::IN)?,
@@ -329,20 +419,30 @@ impl Rfc2136 {
             };
             message.add_update(record);
         }
-        let client = self.client().await?;
-        let mut responses = client.send(DnsRequest::from(message));
-        let response = responses
-            .next()
-            .await
-            .ok_or_else(|| {
-                DnsError::Unreachable(format!("{}: no answer to the update", self.server))
-            })?
-            .map_err(|e| from_net(&self.server, e.to_string()))?;
+        let response = self.exchange(message).await?;
         match response.metadata.response_code {
             ResponseCode::NoError => Ok(()),
             code => Err(from_rcode(code, &format!("update of zone {zone}"))),
         }
     }
+}
+
+/// A query for `rtype` at `name`, without recursion (the server is authoritative).
+fn query(name: Name, rtype: RecordType) -> Message {
+    let mut message = Message::new(0, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(name, rtype);
+    q.set_query_class(DNSClass::IN);
+    message.add_query(q);
+    message
+}
+
+/// An empty UPDATE of `zone`.
+fn update_message(zone: &str) -> Result<Message, DnsError> {
+    let mut message = Message::new(0, MessageType::Query, OpCode::Update);
+    let mut zone_query = Query::query(fqdn(zone)?, RecordType::SOA);
+    zone_query.set_query_class(DNSClass::IN);
+    message.add_zone(zone_query);
+    Ok(message)
 }
 
 impl DnsBackend for Rfc2136 {
@@ -467,12 +567,4 @@ fn address_data(set: &AddressSet, rtype: RecordType) -> Result<Vec<RData>, DnsEr
         RecordType::AAAA => set.aaaa.iter().map(|ip| RData::AAAA(AAAA(*ip))).collect(),
         _ => Vec::new(),
     })
-}
-
-/// A message id; only needs to differ between concurrent messages on one connection.
-fn rand_id() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (nanos ^ (nanos >> 16)) as u16
 }

@@ -280,11 +280,15 @@ impl TestEnv {
     /// A fresh client for the environment's API server. Create one per test: a client is
     /// bound to the tokio runtime it was created in, and every `#[tokio::test]` has its own.
     pub async fn client(&self) -> Client {
+        build_client(self.config().await).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The client configuration for the environment's API server.
+    pub async fn config(&self) -> Config {
         let kc = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
-            .expect("kube config from the test kubeconfig");
-        build_client(config).unwrap_or_else(|e| panic!("{e}"))
+            .expect("kube config from the test kubeconfig")
     }
 
     /// Creates a namespace `<prefix>-<random>` and returns a guard that deletes it (see

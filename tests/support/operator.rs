@@ -18,7 +18,7 @@ pub async fn controller(env: &TestEnv, ns: &str) -> SocketAddr {
         .with_env_filter("info,mailsec_operator=debug")
         .with_test_writer()
         .try_init();
-    let client = env.client().await;
+    let config = env.config().await;
     let admin = super::free_addr();
     let options = Options {
         config: Config {
@@ -42,9 +42,10 @@ pub async fn controller(env: &TestEnv, ns: &str) -> SocketAddr {
         lease_name: "mailsec-operator".into(),
         identity: "reports".into(),
         watch_namespace: Some(ns.into()),
+        reconcile_concurrency: 4,
     };
     tokio::spawn(async move {
-        if let Err(e) = run::run(client, options).await {
+        if let Err(e) = run::run(config, options).await {
             eprintln!("controller stopped: {e}");
         }
     });
