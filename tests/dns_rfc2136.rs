@@ -223,3 +223,91 @@ async fn an_unreachable_server_is_reported_as_such() {
         .expect_err("nothing listens there");
     assert!(matches!(err, DnsError::Unreachable(_)), "{err}");
 }
+
+/// Counts the messages a backend sends.
+#[derive(Default)]
+struct Counter(std::sync::atomic::AtomicUsize);
+
+impl mailsec_operator::dns::backend::ApiMeter for Counter {
+    fn request(&self, _provider: &'static str, _result: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// 200 reconciles writing at once through one provider: one TCP connection, a handful of
+/// UPDATE messages (the ones that arrive while one is on its way go together), every value
+/// written exactly once; a write for a name outside the zone fails alone.
+#[tokio::test]
+async fn concurrent_writes_share_one_connection_and_go_in_few_updates() {
+    let Some(env) = support::env() else { return };
+    let dns = &env.dns;
+    let counter = std::sync::Arc::new(Counter::default());
+    let p = provider(dns, &dns.tsig_secret).with_meter(counter.clone());
+    let run = random_suffix();
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("w{i}-{run}.{}", dns.zone))
+        .collect();
+    let writes = names.iter().enumerate().map(|(i, name)| {
+        let p = p.clone();
+        let zone = dns.zone.clone();
+        let op = Operation::Add {
+            name: name.clone(),
+            ttl: 300,
+            value: format!("v=bench; n={i}"),
+        };
+        async move { p.apply(&zone, &[op]).await }
+    });
+    // One write that is not in the zone, among the others.
+    let outside = {
+        let p = p.clone();
+        let zone = dns.zone.clone();
+        async move {
+            p.apply(
+                &zone,
+                &[Operation::Add {
+                    name: format!("w-{run}.elsewhere.invalid"),
+                    ttl: 300,
+                    value: "v=bench".into(),
+                }],
+            )
+            .await
+        }
+    };
+    let (results, outside) = tokio::join!(futures_util::future::join_all(writes), outside);
+    for (name, result) in names.iter().zip(&results) {
+        assert!(result.is_ok(), "{name}: {result:?}");
+    }
+    assert!(outside.is_err(), "a name outside the zone is refused");
+    let updates = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+    // 201 writes; alone they would be 201 messages (plus one each for the retry of a refused
+    // batch's members, at most).
+    assert!(
+        updates <= 30,
+        "{updates} update messages for 201 writes: they were not batched"
+    );
+
+    let current = p.read(&names).await.expect("read");
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            current.get(name).map(|r| r.values.clone()),
+            Some(vec![format!("v=bench; n={i}")]),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        dns.dig_short(&names[137], "TXT"),
+        vec!["\"v=bench; n=137\"".to_owned()]
+    );
+    assert_eq!(p.connections_opened(), 1, "one TCP connection for all");
+
+    let removes: Vec<Operation> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Operation::Remove {
+            name: name.clone(),
+            value: format!("v=bench; n={i}"),
+        })
+        .collect();
+    p.apply(&dns.zone, &removes).await.expect("clean up");
+    assert!(p.read(&names).await.expect("read").is_empty());
+}
