@@ -37,7 +37,7 @@ pub fn holder<'a>(
                         .is_some_and(|s| s.withdraw_until.is_some())
             }
         })
-        .filter(|md| DomainName::parse(&md.spec.domain).is_ok_and(|d| d == *domain))
+        .filter(|md| names(&md.spec.domain, domain))
         .min_by_key(|md| {
             (
                 md.creation_timestamp().map(|t| t.0),
@@ -45,6 +45,16 @@ pub fn holder<'a>(
                 md.name_any(),
             )
         })
+}
+
+/// Whether `spec_domain` (as written in a spec) is `domain`. An ASCII spelling that differs
+/// from `domain` in more than case cannot be it, which saves parsing (with
+/// IDNA) every candidate: at 10,000 MailDomains each reconcile looks at all of them.
+fn names(spec_domain: &str, domain: &DomainName) -> bool {
+    if spec_domain.is_ascii() && !spec_domain.eq_ignore_ascii_case(domain.as_str()) {
+        return false;
+    }
+    DomainName::parse(spec_domain).is_ok_and(|d| d == *domain)
 }
 
 #[cfg(test)]
@@ -96,6 +106,18 @@ mod tests {
             name(holder(&tie, &domain, Purpose::Publish)).as_deref(),
             Some("a")
         );
+    }
+
+    #[test]
+    fn every_spelling_of_a_name_is_that_name() {
+        let idn = DomainName::parse("bücher.example").unwrap();
+        assert!(names("bücher.example", &idn));
+        assert!(names("xn--bcher-kva.example", &idn));
+        assert!(!names("bucher.example", &idn));
+        let plain = DomainName::parse("example.com").unwrap();
+        assert!(names("Example.COM", &plain));
+        assert!(!names("example.com.", &plain), "not a valid spelling");
+        assert!(!names("mail.example.com", &plain));
     }
 
     #[test]
