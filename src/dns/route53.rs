@@ -30,8 +30,9 @@ use sha2::{Digest, Sha256};
 use super::DnsError;
 use super::address::AddressSet;
 use super::backend::{
-    ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, ZoneIds, result_of, secret_text,
+    ApiMeter, ConnectError, DnsBackend, SecretSource, ZoneIds, result_of, secret_text,
 };
+use super::batch::{Batches, SendFn};
 use super::content::{contents_for, value_of};
 use super::http;
 use super::plan::{Current, Operation, RRset, fqdn, rrsets_after};
@@ -88,14 +89,29 @@ impl Source {
     }
 }
 
+/// The Route 53 backend. Change batches for one hosted zone that arrive while another is on
+/// its way go together as one ChangeBatch ([`Batches`]), which also shares the wait for
+/// INSYNC; a batch Route 53 refuses (one MailDomain's record changed since it was read) is
+/// halved until the culprit fails alone.
 pub struct Route53 {
+    api: Arc<Api>,
+    batches: Arc<Batches<String>>,
+}
+
+/// The API: endpoint, credentials, the zone ids found.
+struct Api {
     http: reqwest::Client,
     endpoint: String,
     source: Source,
     hosted_zone_id: Option<String>,
     zone_ids: ZoneIds,
-    meter: Arc<dyn ApiMeter>,
+    /// Set once, before the first request ([`Route53::with_meter`]).
+    meter: std::sync::OnceLock<Arc<dyn ApiMeter>>,
 }
+
+/// Route 53 takes at most 1,000 changes and 32,000 characters of record values in one batch;
+/// this many bytes of `<Change>` elements stays inside both.
+const MAX_BATCH_BYTES: usize = 30_000;
 
 impl Route53 {
     pub async fn from_spec(
@@ -174,21 +190,34 @@ impl Route53 {
         source: Source,
         hosted_zone_id: Option<String>,
     ) -> Result<Self, DnsError> {
-        Ok(Route53 {
+        let api = Arc::new(Api {
             endpoint: http::base_url("route53 endpoint", endpoint)?,
             http: http::client(TIMEOUT)?,
             source,
             hosted_zone_id,
             zone_ids: ZoneIds::default(),
-            meter: Arc::new(NoMeter),
+            meter: std::sync::OnceLock::new(),
+        });
+        let sender = api.clone();
+        let send: SendFn<String> = Arc::new(move |zone_id, changes: Vec<String>| {
+            let api = sender.clone();
+            Box::pin(async move { api.submit(&zone_id, &changes.concat()).await })
+        });
+        Ok(Route53 {
+            api,
+            batches: Batches::new(send, MAX_BATCH_BYTES, String::len),
         })
     }
 
-    /// Reports every API request to `meter`.
+    /// Reports every API request to `meter` (before the first request; later, nothing
+    /// changes).
     pub fn with_meter(self, meter: Arc<dyn ApiMeter>) -> Self {
-        Route53 { meter, ..self }
+        let _ = self.api.meter.set(meter);
+        self
     }
+}
 
+impl Api {
     async fn credentials(&self) -> Result<Credentials, DnsError> {
         let (from, cached) = match &self.source {
             Source::Fixed(c) => return Ok(c.clone()),
@@ -231,7 +260,9 @@ impl Route53 {
         body: Option<String>,
     ) -> Result<String, DnsError> {
         let result = self.call_once(method, path_and_query, body).await;
-        self.meter.request("route53", result_of(&result));
+        if let Some(meter) = self.meter.get() {
+            meter.request("route53", result_of(&result));
+        }
         result
     }
 
@@ -440,6 +471,22 @@ impl Route53 {
         if changes.is_empty() {
             return Ok(());
         }
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>mailsec-operator</Comment><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
+        );
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("/2013-04-01/hostedzone/{zone_id}/rrset/"),
+                Some(body),
+            )
+            .await?;
+        let change: ChangeResponse = parse(&answer)?;
+        self.wait_insync(&change.change_info.id).await
+    }
+
+    /// One ChangeBatch of `changes` (`<Change>` elements), then the wait until it is INSYNC.
+    async fn submit(&self, zone_id: &str, changes: &str) -> Result<(), DnsError> {
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>mailsec-operator</Comment><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
         );
@@ -894,10 +941,10 @@ impl DnsBackend for Route53 {
         names: &'a [String],
     ) -> BoxFuture<'a, Result<Current, DnsError>> {
         Box::pin(async move {
-            let zone_id = self.zone_id(zone).await?;
+            let zone_id = self.api.zone_id(zone).await?;
             let mut current = Current::new();
             for name in names {
-                if let Some(rrset) = logical(self.rrset(&zone_id, name).await?.as_ref()) {
+                if let Some(rrset) = logical(self.api.rrset(&zone_id, name).await?.as_ref()) {
                     current.insert(name.clone(), rrset);
                 }
             }
@@ -915,10 +962,11 @@ impl DnsBackend for Route53 {
             if operations.is_empty() {
                 return Ok(());
             }
-            let zone_id = self.zone_id(zone).await?;
+            let api = &self.api;
+            let zone_id = api.zone_id(zone).await?;
             let mut changes = String::new();
             for (name, wanted) in rrsets_after(current, operations) {
-                let raw = self.rrset(&zone_id, &name).await?;
+                let raw = api.rrset(&zone_id, &name).await?;
                 if !RRset::same(logical(raw.as_ref()).as_ref(), current.get(&name)) {
                     return Err(DnsError::ConcurrentChange(format!(
                         "route53: {name} changed since it was read; nothing written"
@@ -933,18 +981,10 @@ impl DnsBackend for Route53 {
                     changes.push_str(&change("CREATE", &name, wanted.ttl, &new));
                 }
             }
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ChangeResourceRecordSetsRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><ChangeBatch><Comment>mailsec-operator</Comment><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
-            );
-            let answer = self
-                .call(
-                    Method::POST,
-                    &format!("/2013-04-01/hostedzone/{zone_id}/rrset/"),
-                    Some(body),
-                )
-                .await?;
-            let change: ChangeResponse = parse(&answer)?;
-            self.wait_insync(&change.change_info.id).await
+            if changes.is_empty() {
+                return Ok(());
+            }
+            self.batches.submit(&zone_id, changes).await
         })
     }
 
@@ -953,7 +993,7 @@ impl DnsBackend for Route53 {
         zone: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<AddressSet, DnsError>> {
-        Box::pin(self.read_address_of(zone, name))
+        Box::pin(self.api.read_address_of(zone, name))
     }
 
     fn write_address<'a>(
@@ -963,7 +1003,7 @@ impl DnsBackend for Route53 {
         before: &'a AddressSet,
         after: &'a AddressSet,
     ) -> BoxFuture<'a, Result<(), DnsError>> {
-        Box::pin(self.write_address_of(zone, name, before, after))
+        Box::pin(self.api.write_address_of(zone, name, before, after))
     }
 }
 
