@@ -256,12 +256,16 @@ async fn ingress_service_and_certificate_follow_the_spec() {
     assert_eq!(out.writes, 0, "{out:?}");
 
     // remove deletes what is left.
-    let deleted = hosting::remove(&client, &md).await.expect("remove");
+    let deleted = hosting::remove(&client, &md, &Default::default())
+        .await
+        .expect("remove");
     assert_eq!(deleted, 2);
     assert!(ingresses.get_opt(&object).await.expect("get").is_none());
     assert!(services.get_opt(&object).await.expect("get").is_none());
     assert_eq!(
-        hosting::remove(&client, &md).await.expect("remove again"),
+        hosting::remove(&client, &md, &Default::default())
+            .await
+            .expect("remove again"),
         0
     );
 
@@ -412,7 +416,9 @@ async fn objects_of_others_are_left_alone() {
     );
 
     // Neither removal touches them either.
-    let deleted = hosting::remove(&client, &md).await.expect("remove");
+    let deleted = hosting::remove(&client, &md, &Default::default())
+        .await
+        .expect("remove");
     assert_eq!(deleted, 1, "only our Service");
     assert!(ingresses.get_opt(&object).await.expect("get").is_some());
     assert!(certs.get_opt(&object).await.expect("get").is_some());
@@ -435,9 +441,16 @@ async fn a_missing_certificate_api_says_install_cert_manager() {
         &GroupVersionKind::gvk("cert-manager.invalid", "v1", "Certificate"),
         "certificates",
     );
-    let out = hosting::ensure_with(&client, &md, A_LABELS, &config("mailsec-system"), &absent)
-        .await
-        .expect("ensure without the Certificate API");
+    let out = hosting::ensure_with(
+        &client,
+        &md,
+        A_LABELS,
+        &config("mailsec-system"),
+        &absent,
+        &Default::default(),
+    )
+    .await
+    .expect("ensure without the Certificate API");
     let state = out.certificate.clone().expect("state");
     assert_eq!(
         (state.status, state.reason.as_str()),
@@ -535,7 +548,9 @@ async fn an_http_route_follows_the_spec_like_the_ingress() {
         ns_name.as_str(),
         "a Gateway in the MailDomain's namespace when none is named"
     );
-    let removed = hosting::remove(&client, &md).await.expect("remove");
+    let removed = hosting::remove(&client, &md, &Default::default())
+        .await
+        .expect("remove");
     assert_eq!(removed, 2, "HTTPRoute and Service");
     assert!(routes.get_opt(&object).await.expect("get").is_none());
 

@@ -63,6 +63,8 @@ pub struct Context {
     pub store: Store<Guarded>,
     /// The DNS providers from their watches, and their backends.
     pub providers: Arc<Providers>,
+    /// What the watches know of the policy host objects made.
+    pub made: super::hosting::Made,
     pub http: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,

@@ -367,10 +367,16 @@ async fn host(
     let hosting = match (serving, desired.policy.is_some()) {
         (true, true) => {
             let domain = desired.domain.as_str();
-            Some(hosting::ensure(&ctx.client, md, domain, &ctx.config.hosting).await).transpose()
+            Some(
+                hosting::ensure_known(&ctx.client, md, domain, &ctx.config.hosting, &ctx.made)
+                    .await,
+            )
+            .transpose()
         }
         (true, false) => Ok(None),
-        (false, _) => hosting::remove(&ctx.client, md).await.map(|_| None),
+        (false, _) => hosting::remove(&ctx.client, md, &ctx.made)
+            .await
+            .map(|_| None),
     }
     .map_err(Error::Hosting)?;
     for conflict in hosting.iter().flat_map(|h| h.conflicts.iter()) {

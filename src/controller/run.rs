@@ -147,28 +147,27 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
     let (namespaced_providers, namespaced_writer) = reflector::store::<DNSProvider>();
     let (cluster_providers, cluster_writer) = reflector::store::<ClusterDNSProvider>();
     let providers = Arc::new(Providers::new(namespaced_providers, cluster_providers));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        config: options.config.clone(),
-        metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        store: store.clone(),
-        providers: providers.clone(),
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default(),
-        failures: Default::default(),
-    });
-    // The policy host children.
-    let mut controller = controller
-        .owns(scoped::<Ingress>(&client, ns), watcher::Config::default())
-        .owns(scoped::<Service>(&client, ns), watcher::Config::default())
-        // A new TLSReport (made by the report receiver, owned by its MailDomain) changes the
-        // reports summary.
-        .owns(scoped::<TLSReport>(&client, ns), watcher::Config::default());
+    let managed = watcher::Config::default().labels(&hosting::managed_by_selector());
+    let (services, services_writer) = reflector::store::<Service>();
+    let (ingresses, ingresses_writer) = reflector::store::<Ingress>();
+    let services_events = reflector(
+        services_writer,
+        watcher(scoped::<Service>(&client, ns), managed.clone()),
+    )
+    .touched_objects();
+    let ingresses_events = reflector(
+        ingresses_writer,
+        watcher(scoped::<Ingress>(&client, ns), managed.clone()),
+    )
+    .touched_objects();
+    let mut made = hosting::Made {
+        services: Some(services),
+        ingresses: Some(ingresses),
+        ..Default::default()
+    };
     // Certificates and HTTPRoutes only where their APIs are installed: a watch on a missing
     // API would fail forever.
+    let mut dynamic_events = Vec::new();
     for (resource, missing) in [
         (
             hosting::certificate_resource(),
@@ -186,12 +185,47 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         if api
             .list(&kube::api::ListParams::default().limit(1))
             .await
-            .is_ok()
+            .is_err()
         {
-            controller = controller.owns_with(api, resource, watcher::Config::default());
-        } else {
             tracing::info!("{missing}");
+            continue;
         }
+        let writer = reflector::store::Writer::new(resource.clone());
+        let reader = writer.as_reader();
+        if resource.kind == "Certificate" {
+            made.certificates = Some(reader);
+        } else {
+            made.routes = Some(reader);
+        }
+        let events = reflector(writer, watcher(api, managed.clone()))
+            .touched_objects()
+            .boxed();
+        dynamic_events.push((resource, events));
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: options.config.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        store: store.clone(),
+        providers: providers.clone(),
+        made,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default(),
+        failures: Default::default(),
+    });
+    // The policy host children, watched by our managed-by label only (not every Service and
+    // Ingress of the cluster), into stores the hosting stage reads.
+    let mut controller = controller
+        .owns_stream(services_events)
+        .owns_stream(ingresses_events)
+        // A new TLSReport (made by the report receiver, owned by its MailDomain) changes the
+        // reports summary.
+        .owns(scoped::<TLSReport>(&client, ns), watcher::Config::default());
+    for (resource, events) in dynamic_events {
+        controller = controller.owns_stream_with(events, resource);
     }
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     metrics.leader.set(1);
