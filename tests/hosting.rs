@@ -14,8 +14,9 @@ use kube::{Client, ResourceExt};
 use mailsec_operator::api::MailDomain;
 use mailsec_operator::controller::conditions::reason;
 use mailsec_operator::controller::hosting::{
-    self, CERT_MANAGER_GROUP, ConditionStatus, FIELD_MANAGER, HostingConfig,
+    self, CERT_MANAGER_GROUP, ConditionStatus, HostingConfig,
 };
+use mailsec_operator::controller::names::FIELD_MANAGER;
 use serde_json::json;
 
 const MANAGER: &str = "mailsec-test";

@@ -1,5 +1,5 @@
-//! What every stage of a reconcile may use: the process settings, the shared clients and
-//! caches, and the names the controller writes under.
+//! What every stage of a reconcile may use: the process settings and the shared clients and
+//! caches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,30 +8,11 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::hosting::{HostingConfig, Made};
 use super::providers::Providers;
 use super::verify;
 use crate::api::Guarded;
 use crate::metrics::Metrics;
-
-pub const FINALIZER: &str = "mailsec.io/cleanup";
-pub const FIELD_MANAGER: &str = "mailsec-operator";
-/// Annotation that publishes `enforce` without waiting for the live checks.
-pub const FORCE_ENFORCE: &str = "mailsec.io/force-enforce";
-/// Annotation that skips the wait with a `mode: none` policy when MTA-STS is withdrawn.
-pub const SKIP_WITHDRAWAL: &str = "mailsec.io/skip-withdrawal";
-
-/// Where the policy server (`mailsec serve`) is reachable inside the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostingConfig {
-    /// Name of the policy server's Service.
-    pub service_name: String,
-    /// Namespace of the policy server's Service.
-    pub service_namespace: String,
-    /// Port of that Service that speaks plain HTTP (the Ingress terminates TLS).
-    pub service_port: u16,
-    /// The cluster's DNS domain, for the ExternalName Services (`cluster.local` almost always).
-    pub cluster_domain: String,
-}
 
 /// Settings of one controller process.
 #[derive(Clone, Debug)]
@@ -64,7 +45,7 @@ pub struct Context {
     /// The DNS providers from their watches, and their backends.
     pub providers: Arc<Providers>,
     /// What the watches know of the policy host objects made.
-    pub made: super::hosting::Made,
+    pub made: Made,
     pub http: reqwest::Client,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,

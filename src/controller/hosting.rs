@@ -47,10 +47,23 @@ use sha2::{Digest, Sha256};
 
 pub use super::conditions::Status as ConditionStatus;
 use super::conditions::reason;
-pub use super::context::{FIELD_MANAGER, HostingConfig};
+use super::names::FIELD_MANAGER;
 use crate::api::{IssuerRef, MailDomain, PolicyHostSpec};
 use crate::domain::mtasts::{self, WELL_KNOWN_PATH};
 use crate::domain::name::DomainName;
+
+/// Where the policy server (`mailsec serve`) is reachable inside the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostingConfig {
+    /// Name of the policy server's Service.
+    pub service_name: String,
+    /// Namespace of the policy server's Service.
+    pub service_namespace: String,
+    /// Port of that Service that speaks plain HTTP (the Ingress terminates TLS).
+    pub service_port: u16,
+    /// The cluster's DNS domain, for the ExternalName Services (`cluster.local` almost always).
+    pub cluster_domain: String,
+}
 
 /// The API group of the Gateway API.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

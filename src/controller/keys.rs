@@ -18,7 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::Context;
+use super::names::FIELD_MANAGER;
 use crate::api::{
     DkimAlgorithm, DkimKeyState, DkimKeyStatus, DkimSigningSpec, MailDomain, MailDomainStatus,
 };

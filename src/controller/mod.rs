@@ -18,6 +18,7 @@ pub mod dereference;
 pub mod error;
 pub mod hosting;
 pub mod keys;
+pub mod names;
 pub mod providers;
 pub mod publish;
 pub mod reconcile;

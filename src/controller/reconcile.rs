@@ -14,8 +14,9 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::context::{Context, FINALIZER, FORCE_ENFORCE, SKIP_WITHDRAWAL};
+use super::context::Context;
 use super::error::Error;
+use super::names::{FINALIZER, FORCE_ENFORCE, SKIP_WITHDRAWAL};
 use super::reports::{self, Evidence, Reports};
 use super::rollout::Promotion;
 use super::status::{self, Stage, Stages};

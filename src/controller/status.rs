@@ -9,9 +9,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::conditions::{self, Report, Status, Type, reason};
-use super::context::{Context, FIELD_MANAGER, FORCE_ENFORCE};
+use super::context::Context;
 use super::error::Error;
 use super::hosting::Hosting;
+use super::names::{FIELD_MANAGER, FORCE_ENFORCE};
 use super::publish::Published;
 use super::rollout::{Enforce, Hosted, Rollout};
 use super::verify::{self, Checked};
