@@ -4,6 +4,7 @@
 
 pub mod tls;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +14,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 use crate::api::Guarded;
 use crate::domain::mtasts::WELL_KNOWN_PATH;
@@ -102,34 +103,75 @@ fn watch_maildomains(
 
 /// The served policy of every domain, by domain (A-labels): what a request looks up, in O(1),
 /// instead of scanning every MailDomain. Kept from the watch's events: a change to one
-/// MailDomain recomputes the holder of its domain (and of the domain it had before).
+/// MailDomain recomputes the holder of its domain (and of the domain it had before) from the
+/// MailDomains that name it, so an event costs the claimants of one domain, not the store.
 #[derive(Clone, Default)]
 pub struct PolicyIndex {
     inner: Arc<std::sync::RwLock<IndexState>>,
 }
 
+type Key = ObjectRef<Guarded>;
+
 #[derive(Default)]
 struct IndexState {
-    policies: std::collections::HashMap<String, axum::body::Bytes>,
-    /// namespace/name → the domain it claimed when last seen.
-    domains: std::collections::HashMap<String, String>,
+    policies: HashMap<String, axum::body::Bytes>,
+    /// Each MailDomain → the domain it named when last seen.
+    domains: HashMap<Key, String>,
+    /// Each domain → the MailDomains that name it.
+    claimants: HashMap<String, HashSet<Key>>,
 }
 
-fn key(g: &Guarded) -> Option<String> {
+impl IndexState {
+    /// Records that `key` names `domain` now (or nothing); returns the domain it named before.
+    fn name(&mut self, key: &Key, domain: Option<&DomainName>) -> Option<String> {
+        let before = match domain {
+            Some(d) => self.domains.insert(key.clone(), d.as_str().to_owned()),
+            None => self.domains.remove(key),
+        };
+        if let Some(b) = &before
+            && let Some(set) = self.claimants.get_mut(b)
+        {
+            set.remove(key);
+            if set.is_empty() {
+                self.claimants.remove(b);
+            }
+        }
+        if let Some(d) = domain {
+            self.claimants
+                .entry(d.as_str().to_owned())
+                .or_default()
+                .insert(key.clone());
+        }
+        before
+    }
+
+    /// Recomputes `domain`'s policy from its claimants in `store`.
+    fn settle(&mut self, store: &Store<Guarded>, domain: &DomainName) {
+        let claimants: Vec<Arc<Guarded>> = self
+            .claimants
+            .get(domain.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|k| store.get(k))
+            .collect();
+        match served(&claimants, domain) {
+            Some(p) => self.policies.insert(domain.as_str().to_owned(), p),
+            None => self.policies.remove(domain.as_str()),
+        };
+    }
+}
+
+fn key(g: &Guarded) -> Key {
+    ObjectRef::from_obj(g)
+}
+
+fn domain_of(g: &Guarded) -> Option<DomainName> {
     let md = g.0.as_ref().ok()?;
-    Some(format!(
-        "{}/{}",
-        md.namespace().unwrap_or_default(),
-        md.name_any()
-    ))
-}
-
-fn domain_of(md: &crate::api::MailDomain) -> Option<DomainName> {
     DomainName::parse(md.spec.domain.trim_end_matches('.')).ok()
 }
 
-fn served(all: &[Arc<Guarded>], domain: &DomainName) -> Option<axum::body::Bytes> {
-    let candidates = all.iter().filter_map(|g| g.0.as_ref().ok());
+fn served(claimants: &[Arc<Guarded>], domain: &DomainName) -> Option<axum::body::Bytes> {
+    let candidates = claimants.iter().filter_map(|g| g.0.as_ref().ok());
     claim::holder(candidates, domain, Purpose::Serve)
         .and_then(|md| md.status.as_ref().and_then(|s| s.served_policy.clone()))
         .map(axum::body::Bytes::from)
@@ -148,48 +190,37 @@ impl PolicyIndex {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Everything again (after the watch listed all MailDomains).
+    /// Everything again (after the watch listed all MailDomains): one pass to group the
+    /// MailDomains by domain, then each domain's holder among its own claimants.
     pub fn rebuild(&self, store: &Store<Guarded>) {
-        let all = store.state();
-        let mut domains = std::collections::HashMap::new();
-        let mut names: std::collections::BTreeSet<DomainName> = Default::default();
-        for g in &all {
-            if let (Some(k), Some(d)) = (key(g), g.0.as_ref().ok().and_then(domain_of)) {
-                domains.insert(k, d.as_str().to_owned());
-                names.insert(d);
+        let mut state = IndexState::default();
+        let mut by_domain: HashMap<DomainName, Vec<Arc<Guarded>>> = HashMap::new();
+        for g in store.state() {
+            let Some(d) = domain_of(&g) else { continue };
+            state.name(&key(&g), Some(&d));
+            by_domain.entry(d).or_default().push(g);
+        }
+        for (d, claimants) in &by_domain {
+            if let Some(p) = served(claimants, d) {
+                state.policies.insert(d.as_str().to_owned(), p);
             }
         }
-        let policies = names
-            .iter()
-            .filter_map(|d| served(&all, d).map(|p| (d.as_str().to_owned(), p)))
-            .collect();
-        *self.write() = IndexState { policies, domains };
+        *self.write() = state;
     }
 
     /// One MailDomain changed (or went): recompute its domain's entry, and its old domain's.
     pub fn changed(&self, store: &Store<Guarded>, g: &Guarded) {
-        let Some(k) = key(g) else { return };
-        let now = g.0.as_ref().ok().and_then(domain_of);
-        let all = store.state();
+        let k = key(g);
+        // A deleted object is no longer in the store: it names nothing now.
+        let now = store.get(&k).and_then(|g| domain_of(&g));
         let mut state = self.write();
-        let before = match &now {
-            Some(d) => state.domains.insert(k.clone(), d.as_str().to_owned()),
-            None => state.domains.remove(&k),
-        };
-        // A deleted object is no longer in the store, so its domain's holder is recomputed
-        // without it.
-        if !all.iter().any(|x| key(x).as_deref() == Some(k.as_str())) {
-            state.domains.remove(&k);
-        }
+        let before = state.name(&k, now.as_ref());
         let affected = before
             .and_then(|b| DomainName::parse(&b).ok())
             .into_iter()
             .chain(now);
         for d in affected {
-            match served(&all, &d) {
-                Some(p) => state.policies.insert(d.as_str().to_owned(), p),
-                None => state.policies.remove(d.as_str()),
-            };
+            state.settle(store, &d);
         }
     }
 
