@@ -60,13 +60,23 @@ pub async fn run(
         Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
     let selector = format!("{REPORT_MAILDOMAIN_LABEL}={}", md.name_any());
     let uid = md.uid().unwrap_or_default();
-    let mut owned: Vec<TLSReport> = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
-        .collect();
+    // Until the watch has listed them all, an empty index means nothing.
+    let _ = ctx.reports.wait_until_ready().await;
+    let any = ctx
+        .reports
+        .state()
+        .iter()
+        .any(|r| r.owner_references().iter().any(|o| o.uid == uid));
+    let mut owned: Vec<TLSReport> = if any {
+        api.list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let prune = past_retention(&owned, ctx.config.report_retention, today);
     for name in prune.iter().take(MAX_PRUNE) {
         match api.delete(name, &DeleteParams::default()).await {

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
@@ -177,6 +178,18 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         watcher(scoped::<Ingress>(&client, ns), managed.clone()).modify(lean),
     )
     .touched_objects();
+    let (reports, reports_writer) = reflector::store::<PartialObjectMeta<TLSReport>>();
+    let reports_events = reflector(
+        reports_writer,
+        // An Api of PartialObjectMeta asks for metadata only: the reports' bodies stay on
+        // the API server.
+        watcher(
+            scoped::<PartialObjectMeta<TLSReport>>(&client, ns),
+            watcher::Config::default(),
+        )
+        .modify(lean),
+    )
+    .touched_objects();
     let mut made = hosting::Made {
         services: Some(services),
         ingresses: Some(ingresses),
@@ -227,6 +240,7 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         store: store.clone(),
         providers: providers.clone(),
         made,
+        reports,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -240,7 +254,7 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         .owns_stream(ingresses_events)
         // A new TLSReport (made by the report receiver, owned by its MailDomain) changes the
         // reports summary.
-        .owns(scoped::<TLSReport>(&client, ns), watcher::Config::default());
+        .owns_stream(reports_events);
     for (resource, events) in dynamic_events {
         controller = controller.owns_stream_with(events, resource);
     }
