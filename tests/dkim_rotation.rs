@@ -14,13 +14,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
@@ -28,92 +27,8 @@ use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use mailsec_operator::api::{DkimAlgorithm, DkimKeyState, MailDomain};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::{TestEnv, random_suffix};
-
-/// The controller as a process of its own, killed by its PID when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn start(env: &TestEnv, ns: &str, log: &std::path::Path) -> Controller {
-        let admin = support::free_addr();
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mailsec"))
-            .args(["controller", "--namespace", ns, "--watch-namespace", ns])
-            .args([
-                "--leader-election",
-                "false",
-                "--admin-addr",
-                &admin.to_string(),
-            ])
-            .args([
-                "--check-resolver",
-                &env.dns.server.to_string(),
-                "--check-interval",
-                "3",
-            ])
-            .args(["--check-timeout", "2"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &env.kubeconfig)
-            .env("MAILSEC_LOG", "info,mailsec_operator=debug,kube=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start mailsec controller");
-        Controller(child)
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn provider(env: &TestEnv, client: &Client, ns: &str) {
-    let dns = &env.dns;
-    let apply = |value: serde_json::Value| async move {
-        let kind = value["kind"].as_str().expect("kind").to_owned();
-        let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-        let resource = match kind.as_str() {
-            "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
-            _ => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
-        };
-        let api: Api<kube::core::DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &resource);
-        api.patch(
-            &name,
-            &PatchParams::apply("dkim-test").force(),
-            &Patch::Apply(value),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
-    };
-    apply(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
-        "stringData": {"secret": dns.tsig_secret}
-    }))
-    .await;
-    apply(serde_json::json!({
-        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider", "metadata": {"name": "bind"},
-        "spec": {"type": "rfc2136", "zones": [dns.zone], "rfc2136": {
-            "server": dns.server.to_string(), "tsigKeyName": dns.tsig_key_name,
-            "tsigAlgorithm": dns.tsig_algorithm, "tsigSecretRef": {"name": "tsig", "key": "secret"}}}
-    }))
-    .await;
-}
+use support::controller_process::{Controller, bind_provider};
+use support::random_suffix;
 
 const MAIL: &str = "From: a@{d}\r\nTo: b@example.net\r\nSubject: rotation\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <{n}@{d}>\r\n\r\nsigned with the key of the moment\r\n";
 
@@ -184,20 +99,21 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughout() {
+    const OVERLAP_SECS: i64 = 8;
     let Some(env) = support::env() else { return };
     let client = env.client().await;
     let ns = env.namespace(&client, "dkim").await;
     let n = ns.name().to_owned();
     let domain = format!("k{}.{}", random_suffix(), env.dns.zone);
-    provider(env, &client, &n).await;
+    bind_provider(env, &client, &n).await;
     let log = std::env::temp_dir().join(format!("mailsec-dkim-rotation-{n}.log"));
-    let mut controller = Some(Controller::start(env, &n, &log));
+    let mut controller = Some(Controller::start(env, &n, &log, &[]));
     let api: Api<MailDomain> = Api::namespaced(client.clone(), &n);
     let md = serde_json::json!({
         "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "md"},
         "spec": {"domain": domain, "ttl": 60, "dnsProviderRef": {"name": "bind"},
                  "dkim": [
-                    {"selector": "e", "managed": {"algorithm": "ed25519", "rotateEvery": "20s", "overlap": "8s", "activateAfter": "2s"}},
+                    {"selector": "e", "managed": {"algorithm": "ed25519", "rotateEvery": "20s", "overlap": format!("{OVERLAP_SECS}s"), "activateAfter": "2s"}},
                     {"selector": "r", "managed": {"algorithm": "rsa-2048", "rotateEvery": "0s", "activateAfter": "2s"}}
                  ]}
     });
@@ -216,6 +132,7 @@ async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughou
     let mut phases: BTreeSet<String> = BTreeSet::new();
     let mut had_active: BTreeSet<&str> = BTreeSet::new();
     let mut verified_signing = 0usize;
+    let mut verified_overlap = 0usize;
     let mut last_signing_version = String::new();
     let mut kills = 0;
     let mut n_msg = 0;
@@ -326,18 +243,30 @@ async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughou
                 c.kill();
                 kills += 1;
             }
-            controller = Some(Controller::start(env, &n, &log));
+            controller = Some(Controller::start(env, &n, &log, &[]));
         }
 
-        // During the overlap the previous key's mail still verifies.
+        // During the overlap the previous key's mail still verifies. The overlap is counted
+        // from `since` (whole seconds, so never later than the controller's clock said); once
+        // it has passed, a pass may withdraw the record before its status write says Retired.
         if let (Some((old, _)), Some(mail)) = (&first_e, &signed_before_switch)
-            && keys
+            && let Some(retiring) = keys
                 .iter()
-                .any(|k| &k.selector == old && k.state == DkimKeyState::Retiring)
+                .find(|k| &k.selector == old && k.state == DkimKeyState::Retiring)
         {
-            verifies(env.dns.server, mail).await.unwrap_or_else(|e| {
-                panic!("mail signed with the retiring key {old} fails during the overlap: {e}")
-            });
+            let overlap_ends = retiring.since.0 + jiff::SignedDuration::from_secs(OVERLAP_SECS);
+            let result = verifies(env.dns.server, mail).await;
+            let checked_at = jiff::Timestamp::now();
+            if checked_at < overlap_ends {
+                result.unwrap_or_else(|e| {
+                    panic!(
+                        "mail signed with the retiring key {old} fails during the overlap \
+                         (retiring since {}, checked at {checked_at}): {e}",
+                        retiring.since.0
+                    )
+                });
+                verified_overlap += 1;
+            }
         }
         // Finished: the first Ed25519 key is gone from status, its Secret deleted.
         if let Some((old, _)) = &first_e
@@ -350,6 +279,10 @@ async fn a_rotation_survives_a_sigkill_at_every_step_and_mail_verifies_throughou
     let (old, got) = done;
     assert!(kills >= 5, "killed at only {kills} steps: {phases:?}");
     assert!(verified_signing >= 3, "{verified_signing}");
+    assert!(
+        verified_overlap >= 1,
+        "the retiring key's mail was never checked during its overlap"
+    );
     let status = got.status.expect("status");
     let e_keys: Vec<_> = status.dkim.iter().filter(|k| k.entry == "e").collect();
     assert_eq!(e_keys.len(), 1, "{e_keys:?}");
@@ -417,7 +350,7 @@ async fn the_signing_secret_is_never_taken_from_someone_else_and_comes_back_when
     let ns = env.namespace(&client, "dkim-own").await;
     let n = ns.name().to_owned();
     let domain = format!("o{}.{}", random_suffix(), env.dns.zone);
-    provider(env, &client, &n).await;
+    bind_provider(env, &client, &n).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &n);
     let theirs: Secret = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "md-dkim-signing"},
@@ -429,7 +362,7 @@ async fn the_signing_secret_is_never_taken_from_someone_else_and_comes_back_when
         .await
         .expect("create");
     let log = std::env::temp_dir().join(format!("mailsec-dkim-own-{n}.log"));
-    let controller = Controller::start(env, &n, &log);
+    let controller = Controller::start(env, &n, &log, &[]);
     let api: Api<MailDomain> = Api::namespaced(client.clone(), &n);
     let md = serde_json::json!({
         "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain", "metadata": {"name": "md"},

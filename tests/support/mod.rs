@@ -21,7 +21,9 @@
 
 pub mod api_fake;
 pub mod cloudflare;
+pub mod controller_process;
 pub mod digitalocean;
+pub mod faults;
 pub mod hetzner;
 pub mod maildomain;
 pub mod operator;

@@ -1,0 +1,106 @@
+//! The controller as the `mailsec` binary, a process of its own, for the tests that kill it
+//! with SIGKILL; and the BIND DNSProvider (RFC 2136 with the environment's TSIG key) those
+//! tests' MailDomains name.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::TestEnv;
+
+/// The name of the DNSProvider [`bind_provider`] applies.
+pub const BIND_PROVIDER: &str = "bind";
+
+/// The controller process, killed by its PID when dropped.
+pub struct Controller(Child);
+
+impl Controller {
+    /// Starts `mailsec controller` for `ns` (its own namespace and the one it watches), with
+    /// live checks asking BIND every 3 s, logging to `log`, plus `extra` arguments.
+    pub fn start(env: &TestEnv, ns: &str, log: &Path, extra: &[&str]) -> Controller {
+        let admin = super::free_addr();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailsec"))
+            .args(["controller", "--namespace", ns, "--watch-namespace", ns])
+            .args([
+                "--leader-election",
+                "false",
+                "--admin-addr",
+                &admin.to_string(),
+            ])
+            .args([
+                "--check-resolver",
+                &env.dns.server.to_string(),
+                "--check-interval",
+                "3",
+            ])
+            .args(["--check-timeout", "2"])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("MAILSEC_LOG", "info,mailsec_operator=debug,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start mailsec controller");
+        Controller(child)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Applies, in `ns`, the TSIG Secret and the DNSProvider [`BIND_PROVIDER`] for the
+/// environment's BIND.
+pub async fn bind_provider(env: &TestEnv, client: &Client, ns: &str) {
+    let dns = &env.dns;
+    let apply = |value: serde_json::Value| async move {
+        let kind = value["kind"].as_str().expect("kind").to_owned();
+        let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+        let resource = match kind.as_str() {
+            "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
+            _ => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
+        };
+        let api: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        api.patch(
+            &name,
+            &PatchParams::apply("controller-process-test").force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    };
+    apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
+        "stringData": {"secret": dns.tsig_secret}
+    }))
+    .await;
+    apply(serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider",
+        "metadata": {"name": BIND_PROVIDER},
+        "spec": {"type": "rfc2136", "zones": [dns.zone], "rfc2136": {
+            "server": dns.server.to_string(), "tsigKeyName": dns.tsig_key_name,
+            "tsigAlgorithm": dns.tsig_algorithm, "tsigSecretRef": {"name": "tsig", "key": "secret"}}}
+    }))
+    .await;
+}
