@@ -13,6 +13,8 @@
 #   make bench-checks   live checks: one domain, and BENCH_DOMAINS=1000 at BENCH_CONCURRENCY="8 32 128"
 #   make bench-scale   BENCH_SCALE_N=10000 MailDomains at once (BENCH_SCALE_ZONES zones): time to Ready, RSS, requests, restart
 #   make bench-tlsrpt   TLS-RPT parsing: reports/s of ours and of parsedmarc over ../shared/tlsrpt-samples
+#   make test-faults   the fault test's long form: FAULT_RECONCILES=2000 passes per HTTP backend, 30% faulty calls
+#   make test-kills    the SIGKILL test's long form: the controller killed at KILL_POINTS=100 random points
 #   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
 
 SHELL := bash
@@ -28,7 +30,7 @@ TEST_ENV_DIR ?= $${XDG_RUNTIME_DIR:-/tmp}/mailsec-test-$$(id -un)-$$(pwd | cksum
 TEST_TIMEOUT ?= 1800
 
 .NOTPARALLEL:
-.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench bench-checks bench-scale bench-tlsrpt crds
+.PHONY: help tools up down test lint fmt-check clippy rust-components env-lifecycle integration demo bench bench-checks bench-scale bench-tlsrpt test-faults test-kills crds
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -99,3 +101,18 @@ BENCH_SECONDS ?= 3
 
 bench-tlsrpt:
 	@scripts/bench-tlsrpt.sh $(BENCH_SECONDS)
+
+FAULT_RECONCILES ?= 2000
+
+# The short form (100 passes per backend) runs in `make test`; FAULT_SEED=<n> repeats a run.
+test-faults: tools
+	MAILSEC_ENV_DIR="$(TEST_ENV_DIR)" FAULT_RECONCILES=$(FAULT_RECONCILES) scripts/with-env.sh \
+	  timeout -k 30 $(TEST_TIMEOUT) cargo test --test provider_contract -- \
+	  thirty_percent_faulty_api_calls_still_converge_exactly --nocapture
+
+KILL_POINTS ?= 100
+
+# The short form (20 points) runs in `make test`; KILL_SEED=<n> repeats a run.
+test-kills: tools
+	MAILSEC_ENV_DIR="$(TEST_ENV_DIR)" KILL_POINTS=$(KILL_POINTS) scripts/with-env.sh \
+	  timeout -k 30 $(TEST_TIMEOUT) cargo test --test controller_kill -- --nocapture

@@ -14,6 +14,7 @@ mod support;
 /// The policy host of tests that publish no address.
 const NO_HOST: &str = "mta-sts.invalid";
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -32,6 +33,7 @@ use mailsec_operator::dns::powerdns::PowerDns;
 use mailsec_operator::dns::rfc2136::{Algorithm, Rfc2136};
 use mailsec_operator::dns::route53::Route53;
 use mailsec_operator::domain::record::{RecordKind, TxtRecord};
+use support::faults::{Fault, FaultProxy};
 use support::{DnsSettings, PowerDnsSettings, TestEnv, parse_txt_strings, random_suffix};
 
 /// How a test writes values the operator did not create, and sees what is published.
@@ -1566,4 +1568,247 @@ async fn route53_works_with_eks_pod_identity() {
         "fetched once, then reused"
     );
     let _ = std::fs::remove_file(&token);
+}
+
+/// The HTTP API backends behind a fault proxy each (`support::faults`), their side doors
+/// reaching the API directly. rfc2136 is not among them: it speaks DNS, not HTTP.
+async fn faulty_subjects(env: &TestEnv, percent: u64, seed: u64) -> Vec<(Subject, FaultProxy)> {
+    let cf = support::cloudflare::Fake::start(&env.dns.zone).await;
+    let hz = support::hetzner::Fake::start(&env.dns.zone).await;
+    let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
+    let proxy = |url: String, n: u64| FaultProxy::start_owned(url, percent, seed ^ (n << 40));
+    let (p_cf, p_hz, p_do, p_r53, p_pdns) = (
+        proxy(cf.url.clone(), 1).await,
+        proxy(hz.url.clone(), 2).await,
+        proxy(dgo.url.clone(), 3).await,
+        proxy(env.route53.url.clone(), 4).await,
+        proxy(env.pdns.api_url.clone(), 5).await,
+    );
+    vec![
+        (
+            Subject {
+                name: "cloudflare (fake) behind faults",
+                backend: Arc::new(Cloudflare::new(&p_cf.url, cf.token.clone()).expect("cf")),
+                dns: env.dns.clone(),
+                side: SideDoor::Cloudflare(cf),
+            },
+            p_cf,
+        ),
+        (
+            Subject {
+                name: "hetzner (fake) behind faults",
+                backend: Arc::new(
+                    Hetzner::new(&p_hz.url, hz.token.clone())
+                        .expect("hetzner")
+                        .with_first_poll(std::time::Duration::from_millis(5)),
+                ),
+                dns: env.dns.clone(),
+                side: SideDoor::Hetzner(hz),
+            },
+            p_hz,
+        ),
+        (
+            Subject {
+                name: "digitalocean (fake) behind faults",
+                backend: Arc::new(DigitalOcean::new(&p_do.url, dgo.token.clone()).expect("do")),
+                dns: env.dns.clone(),
+                side: SideDoor::DigitalOcean(dgo),
+            },
+            p_do,
+        ),
+        (
+            Subject {
+                name: "route53 (moto, strict) behind faults",
+                backend: Arc::new(
+                    Route53::with_keys(&p_r53.url, support::route53::credentials(), None)
+                        .expect("route53"),
+                ),
+                dns: env.dns.clone(),
+                side: SideDoor::Route53(env.route53.clone()),
+            },
+            p_r53,
+        ),
+        (
+            Subject {
+                name: "powerdns behind faults",
+                backend: Arc::new(
+                    PowerDns::new(&p_pdns.url, "localhost", env.pdns.api_key.clone())
+                        .expect("powerdns"),
+                ),
+                dns: env.pdns.dns.clone(),
+                side: SideDoor::PowerDns(env.pdns.clone()),
+            },
+            p_pdns,
+        ),
+    ]
+}
+
+/// The four states a domain's records go through in the fault test, in turn: everything;
+/// everything with three values changed; two records left; nothing.
+fn fault_states(domain: &str) -> [Vec<TxtRecord>; 4] {
+    let all = all_kinds(domain);
+    let changed: Vec<TxtRecord> = all
+        .iter()
+        .map(|r| match r.kind {
+            RecordKind::Spf => record(&r.name, r.kind, "v=spf1 ip4:192.0.2.7 mx -all"),
+            RecordKind::Dmarc => record(&r.name, r.kind, "v=DMARC1; p=quarantine; pct=50"),
+            RecordKind::MtaSts => record(&r.name, r.kind, "v=STSv1; id=20261202b"),
+            _ => r.clone(),
+        })
+        .collect();
+    let few = changed
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::MtaSts | RecordKind::TlsRpt))
+        .cloned()
+        .collect();
+    [all, changed, few, Vec::new()]
+}
+
+/// Reasons a transient fault may show as: anything else (auth, zone not found, invalid
+/// provider) would send a user looking in the wrong place.
+const TRANSIENT: [&str; 4] = [
+    "DNSUnreachable",
+    "DNSRateLimited",
+    "DNSServerError",
+    "DNSConcurrentChange",
+];
+
+/// One backend through `reconciles` passes with faults on `percent` % of its API calls, the
+/// desired records of `DOMAINS` domains moving on between passes as a user editing them
+/// would (whether or not the last pass got through); then faults off, passes until nothing
+/// changes, and the zone must hold exactly the desired values, once each, beside the foreign
+/// values as they were, with no marker left for a domain that has no records.
+async fn converges_through_faults(s: &Subject, proxy: &FaultProxy, reconciles: usize, seed: u64) {
+    const DOMAINS: usize = 4;
+    let t = s.target("contract/faults");
+    let domains: Vec<String> = (0..DOMAINS)
+        .map(|i| format!("faults{i}-{}.{}", random_suffix(), s.dns.zone))
+        .collect();
+    let mut foreign = Vec::new();
+    for d in &domains {
+        // Beside our SPF at the apex, and at a name we publish too.
+        proxy.set_faulty(false);
+        s.add_foreign(d, 900, FOREIGN[0]).await;
+        s.add_foreign(&format!("_dmarc.{d}"), 900, FOREIGN[2]).await;
+        foreign.push((s.raw(d).await, s.raw(&format!("_dmarc.{d}")).await));
+    }
+    proxy.set_faulty(true);
+    let mut state = [0usize; DOMAINS];
+    let mut before: Vec<Vec<RecordStatus>> = vec![Vec::new(); DOMAINS];
+    let mut errors: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut rng = seed | 1;
+    for i in 0..reconciles {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let d = i % DOMAINS;
+        // A quarter of the time the spec has moved on since the last pass of this domain.
+        if rng.is_multiple_of(4) {
+            state[d] = (state[d] + 1) % 4;
+        }
+        let desired = &fault_states(&domains[d])[state[d]];
+        // As the controller does: names about to be written are listed in status first.
+        let ahead = publish::listed_ahead(desired, &before[d]);
+        before[d].extend(ahead);
+        match publish::run(&t, desired, NO_HOST, &publish::Address::None, &before[d]).await {
+            Ok(p) => before[d] = p.records,
+            Err(e) => {
+                let reason = e.category();
+                assert!(
+                    TRANSIENT.contains(&reason),
+                    "{}: pass {i}: a fault shows as {reason}: {e}",
+                    s.name
+                );
+                assert!(!e.to_string().is_empty(), "{}: a message", s.name);
+                *errors.entry(reason).or_default() += 1;
+            }
+        }
+    }
+    proxy.set_faulty(false);
+    for (d, domain) in domains.iter().enumerate() {
+        let desired = &fault_states(domain)[state[d]];
+        let mut settled = false;
+        for _ in 0..4 {
+            let p = publish::run(&t, desired, NO_HOST, &publish::Address::None, &before[d])
+                .await
+                .unwrap_or_else(|e| panic!("{}: faults off: {e}", s.name));
+            before[d] = p.records;
+            if p.changes == 0 {
+                settled = true;
+                break;
+            }
+        }
+        assert!(settled, "{}: {domain} settles once the faults stop", s.name);
+        let dmarc = format!("_dmarc.{domain}");
+        for r in &all_kinds(domain) {
+            let ours: Vec<&str> = desired
+                .iter()
+                .filter(|w| w.name == r.name)
+                .map(|w| w.value.as_str())
+                .collect();
+            let mut values = s.values(&r.name).await;
+            if r.name == *domain || r.name == dmarc {
+                values.retain(|v| v.starts_with("v="));
+            }
+            assert_eq!(
+                values, ours,
+                "{}: {}: exactly the desired values, once each (state {})",
+                s.name, r.name, state[d]
+            );
+        }
+        let (apex, at_dmarc) = &foreign[d];
+        let foreign_now = |mut lines: Vec<String>| {
+            lines.retain(|l| !l.contains("v=spf1") && !l.contains("v=DMARC1"));
+            lines
+        };
+        assert_eq!(&foreign_now(s.raw(domain).await), apex, "{}", s.name);
+        assert_eq!(&foreign_now(s.raw(&dmarc).await), at_dmarc, "{}", s.name);
+        if desired.is_empty() {
+            assert!(
+                s.values(&format!("_mailsec.{domain}")).await.is_empty(),
+                "{}: {domain}: no marker left",
+                s.name
+            );
+        }
+    }
+    let faults = proxy.faults();
+    let mut by_kind: BTreeMap<Fault, usize> = BTreeMap::new();
+    for f in &faults {
+        *by_kind.entry(*f).or_default() += 1;
+    }
+    eprintln!(
+        "{}: {reconciles} passes, {} requests passed on, faults {by_kind:?}, errors {errors:?}",
+        s.name,
+        proxy.passed()
+    );
+    assert!(
+        by_kind.len() == 6,
+        "{}: every kind of fault was injected: {by_kind:?}",
+        s.name
+    );
+    assert!(!errors.is_empty(), "{}: faults showed as errors", s.name);
+}
+
+/// Faults on 30 % of the API calls of every HTTP backend, `FAULT_RECONCILES` passes each
+/// (default 100, so 500 in all; `make test-faults` runs more): the end state is the desired
+/// state, exactly, no foreign value touched, every error a transient reason.
+#[tokio::test]
+async fn thirty_percent_faulty_api_calls_still_converge_exactly() {
+    let Some(env) = support::env() else { return };
+    let reconciles: usize = std::env::var("FAULT_RECONCILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::process::id().into());
+    eprintln!("fault test: FAULT_SEED={seed} FAULT_RECONCILES={reconciles}");
+    let subjects = faulty_subjects(env, 30, seed).await;
+    futures_util::future::join_all(
+        subjects
+            .iter()
+            .map(|(s, proxy)| converges_through_faults(s, proxy, reconciles, seed)),
+    )
+    .await;
 }

@@ -79,6 +79,28 @@ pub struct Published {
     pub changes: usize,
 }
 
+/// The records of this pass at names `before` does not list, as Pending. The controller lists
+/// them in status before it writes DNS: a pass whose write lands but whose answer is lost (or
+/// whose process dies before its status write) has then still named them, so a later spec
+/// without them retires them instead of leaving them in the zone.
+pub fn listed_ahead(records: &[TxtRecord], before: &[RecordStatus]) -> Vec<RecordStatus> {
+    records
+        .iter()
+        .filter(|r| {
+            !before
+                .iter()
+                .any(|b| b.record_type == "TXT" && b.name == r.name)
+        })
+        .map(|r| RecordStatus {
+            name: r.name.clone(),
+            record_type: "TXT".into(),
+            value: r.value.clone(),
+            state: RecordState::Pending,
+            message: Some("being published".into()),
+        })
+        .collect()
+}
+
 /// Publishes `records` through `target`, and the policy host's `address` at `host`. `before` is
 /// what the previous pass reported in `status.records`: names it lists that `records` no longer
 /// has are retired.

@@ -294,7 +294,16 @@ async fn run_stages(
         Err(e) => stop!(Stage::Hosting, e),
     }
 
-    // DNS: read, plan, apply.
+    // DNS: list what may be written, then read, plan, apply.
+    let ahead = publish::listed_ahead(&records, &old.records);
+    if !ahead.is_empty() && target.backend.writes() {
+        let mut listed = old.clone();
+        listed.records.extend(ahead.iter().cloned());
+        if let Err(e) = status::write(md, ctx, &listed).await {
+            stop!(Stage::Dns, e)
+        }
+        stages.listed_ahead = ahead;
+    }
     let policy_host = crate::domain::mtasts::policy_host(&desired.domain);
     match publish_dns(md, ctx, &target, &records, (&policy_host, &address), old).await {
         Ok(published) => {

@@ -16,7 +16,7 @@ use super::names::{FIELD_MANAGER, FORCE_ENFORCE};
 use super::publish::Published;
 use super::rollout::{Enforce, Hosted, Rollout};
 use super::verify::{self, Checked};
-use crate::api::{MailDomain, MailDomainStatus, RecordState};
+use crate::api::{MailDomain, MailDomainStatus, RecordState, RecordStatus};
 use crate::domain::record::RecordKind;
 use crate::model::validate::FieldError;
 
@@ -39,6 +39,9 @@ pub struct Stages {
     /// The policy host objects; `Some(None)` when the stage ran and wants none.
     pub hosting: Option<Option<Hosting>>,
     pub published: Option<Published>,
+    /// Records listed in status before the DNS write (`publish::listed_ahead`): kept when
+    /// the DNS stage fails, so the next pass still knows it may have written them.
+    pub listed_ahead: Vec<RecordStatus>,
     pub checked: Option<Checked>,
     /// The managed DKIM keys; `None` when the stage did not run.
     pub keys: Option<super::keys::Keys>,
@@ -109,6 +112,9 @@ pub fn compute(
                 )
             }),
         ));
+    }
+    if stages.published.is_none() {
+        status.records.extend(stages.listed_ahead.iter().cloned());
     }
     if let Some(published) = &stages.published {
         status.records = published.records.clone();

@@ -20,7 +20,7 @@
 //! unquoted). Rate limits (429) are waited out when short (`Retry-After`, else
 //! `RateLimit-Reset`) and retried a bounded number of times; each request is metered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ pub struct Hetzner {
     zones: Mutex<BTreeMap<String, ZoneInfo>>,
     meter: Arc<dyn ApiMeter>,
     first_poll: Duration,
+    /// Zones (by id) where a change of ours may still be running: an Action whose end we did
+    /// not see (its answer or a poll lost). Hetzner shows an Action's change only once it has
+    /// finished, so a read there first waits for the zone's running Actions; otherwise it would
+    /// see the old state, and the pass would plan on it while the old change lands after.
+    unsettled: Mutex<BTreeSet<u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +146,12 @@ struct RecordsRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct ActionList {
+    #[serde(default)]
+    actions: Vec<Action>,
+}
+
+#[derive(Debug, Deserialize)]
 struct ActionBody {
     action: Action,
 }
@@ -184,6 +195,7 @@ impl Hetzner {
             zones: Mutex::new(BTreeMap::new()),
             meter: Arc::new(NoMeter),
             first_poll: FIRST_POLL,
+            unsettled: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -343,6 +355,34 @@ impl Hetzner {
         Ok(self.rrsets(zone, rel, &["TXT"]).await?.into_iter().next())
     }
 
+    /// The zone, once no change of ours may still be running in it (see `unsettled`).
+    async fn settled_zone(&self, zone: &str) -> Result<ZoneInfo, DnsError> {
+        let info = self.zone(zone).await?;
+        let unsettled = self.unsettled.lock().is_ok_and(|u| u.contains(&info.id));
+        if !unsettled {
+            return Ok(info);
+        }
+        let body = self
+            .call(
+                Method::GET,
+                &format!("/zones/{}/actions?status=running&per_page=100", info.id),
+                None,
+                On::Zone,
+            )
+            .await?;
+        for action in parse::<ActionList>(&body, "actions")?.actions {
+            // An earlier change that fails now changed nothing: the read after sees that.
+            match self.wait(action, "an earlier change").await {
+                Ok(()) | Err(DnsError::Server(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Ok(mut u) = self.unsettled.lock() {
+            u.remove(&info.id);
+        }
+        Ok(info)
+    }
+
     /// Runs one RRset action and waits for it.
     async fn act(
         &self,
@@ -359,12 +399,22 @@ impl Hetzner {
             zone.id,
             encode(rel)
         );
-        let answer = self
-            .call(Method::POST, &path, Some(body), On::RRset)
-            .await?;
-        let started: ActionBody = parse(&answer, "action")?;
-        self.wait(started.action, &format!("{action} at {rel} {rtype}"))
-            .await
+        let outcome = async {
+            let answer = self
+                .call(Method::POST, &path, Some(body), On::RRset)
+                .await?;
+            let started: ActionBody = parse(&answer, "action")?;
+            self.wait(started.action, &format!("{action} at {rel} {rtype}"))
+                .await
+        }
+        .await;
+        // No answer, or a server error: the Action may exist and still be running.
+        if let Err(DnsError::Unreachable(_) | DnsError::Server(_)) = &outcome
+            && let Ok(mut u) = self.unsettled.lock()
+        {
+            u.insert(zone.id);
+        }
+        outcome
     }
 
     /// Polls an Action until it succeeds (bounded), or says why it did not.
@@ -476,7 +526,7 @@ impl Hetzner {
         if operations.is_empty() {
             return Ok(());
         }
-        let info = self.zone(zone).await?;
+        let info = self.settled_zone(zone).await?;
         let mut by_name: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
         for op in operations {
             let name = match op {
@@ -501,7 +551,7 @@ impl Hetzner {
     }
 
     async fn read_all(&self, zone: &str, names: &[String]) -> Result<Current, DnsError> {
-        let info = self.zone(zone).await?;
+        let info = self.settled_zone(zone).await?;
         let mut current = Current::new();
         for name in names {
             let rel = relative(zone, name)?;
@@ -539,7 +589,7 @@ impl Hetzner {
     }
 
     async fn read_address_of(&self, zone: &str, name: &str) -> Result<AddressSet, DnsError> {
-        let info = self.zone(zone).await?;
+        let info = self.settled_zone(zone).await?;
         let rel = relative(zone, name)?;
         Ok(self.addresses(info, &rel, name).await?.0)
     }
@@ -554,7 +604,7 @@ impl Hetzner {
         before: &AddressSet,
         after: &AddressSet,
     ) -> Result<(), DnsError> {
-        let info = self.zone(zone).await?;
+        let info = self.settled_zone(zone).await?;
         let rel = relative(zone, name)?;
         let (now, rrsets) = self.addresses(info, &rel, name).await?;
         if !now.same_records(before) {

@@ -24,6 +24,8 @@
 //!   whichever is first; **their change is visible only then**, so a client that reads back
 //!   without waiting sees the old state. A test can make the next Action end in `error`
 //!   (`{code, message}`), which changes nothing;
+//! - `GET /zones/{id_or_name}/actions?status=&page=&per_page=` ("List Actions for a Zone"):
+//!   the zone's Actions, `status` repeatable, one page (`meta.pagination`);
 //! - TXT values in presentation form: one or more quoted strings of at most 255 bytes each
 //!   (Hetzner's docs for RRsets of type TXT); anything else → 422 `invalid_input` naming the
 //!   field; A/AAAA values must be addresses; a CNAME beside other records at its name, or a
@@ -156,6 +158,7 @@ impl Fake {
                 post(rrset_action),
             )
             .route("/v1/actions/{id}", get(get_action))
+            .route("/v1/zones/{zone}/actions", get(list_zone_actions))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -726,4 +729,40 @@ async fn get_action(
         Some(a) => ok(StatusCode::OK, json!({"action": action_json(id, a)})),
         None => error(StatusCode::NOT_FOUND, "not_found", "action not found"),
     }
+}
+
+async fn list_zone_actions(
+    State(s): State<Shared>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut i = s.lock().expect("fake state");
+    if let Err(r) = gate(&mut i, &headers, "GET /zones/{id}/actions".into()) {
+        return r;
+    }
+    settle(&mut i, None);
+    let q = query(raw);
+    let Some(zone_id) = find_zone(&mut i, &zone).map(|z| z.id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "zone not found");
+    };
+    let statuses: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "status")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let actions: Vec<Value> = i
+        .actions
+        .iter()
+        .filter(|(_, a)| a.zone == zone_id)
+        .filter(|(_, a)| statuses.is_empty() || statuses.contains(&a.status.as_str()))
+        .map(|(id, a)| action_json(*id, a))
+        .collect();
+    let total = actions.len();
+    ok(
+        StatusCode::OK,
+        json!({"actions": actions, "meta": {"pagination": {
+            "page": 1, "per_page": 100, "previous_page": null, "next_page": null,
+            "last_page": 1, "total_entries": total}}}),
+    )
 }

@@ -62,6 +62,7 @@ fn settled() -> Stages {
             manual: false,
             changes: 0,
         }),
+        listed_ahead: Vec::new(),
         checked: None,
         keys: None,
         reports: None,
@@ -434,4 +435,38 @@ fn every_user_reason_is_a_reason_the_controller_sets() {
             "{r} is neither a condition reason nor an error category"
         );
     }
+}
+
+/// Records listed before a DNS write that then failed stay listed, so the next pass retires
+/// them if the spec drops them (the write may have landed); a pass that publishes replaces
+/// the list with what it found.
+#[test]
+fn records_listed_ahead_of_a_failed_dns_write_stay_listed() {
+    let before = compute(&MailDomainStatus::default(), &settled(), Some(1), at(0));
+    let ahead = record(
+        "_dmarc.example.com",
+        "v=DMARC1; p=none",
+        RecordState::Pending,
+    );
+    let failed = Stages {
+        listed_ahead: vec![ahead.clone()],
+        failed: Some((
+            Stage::Dns,
+            Error::Dns {
+                provider: "rfc2136",
+                source: DnsError::Unreachable("no answer".into()),
+            },
+        )),
+        ..Stages::default()
+    };
+    let status = compute(&before, &failed, Some(2), at(10));
+    assert_eq!(status.records.len(), before.records.len() + 1);
+    assert!(status.records.contains(&ahead));
+    let published = Stages {
+        listed_ahead: vec![ahead.clone()],
+        ..settled()
+    };
+    let status = compute(&before, &published, Some(2), at(10));
+    assert!(!status.records.contains(&ahead));
+    assert_eq!(status.records, before.records);
 }
