@@ -247,6 +247,7 @@ fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
     for file in [
         "examples/providers/hetzner.yaml",
         "examples/providers/digitalocean.yaml",
+        "examples/providers/azure.yaml",
         "examples/providers/cloudflare.yaml",
         "examples/providers/powerdns.yaml",
     ] {
@@ -276,6 +277,44 @@ fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
         kube::core::cel::validate_cel(&p).is_err(),
         "two settings blocks"
     );
+}
+
+/// The azure settings take exactly one kind of credential: a client secret (with the tenant
+/// and client ids it belongs to) or Workload Identity.
+#[test]
+fn azure_settings_need_exactly_one_credential() {
+    use mailsec_operator::api::DNSProvider;
+    let provider = |azure: serde_json::Value| -> DNSProvider {
+        serde_json::from_value(serde_json::json!({"apiVersion": "mailsec.io/v1alpha1",
+            "kind": "DNSProvider", "metadata": {"name": "az", "namespace": "mail"},
+            "spec": {"type": "azure", "azure": azure}}))
+        .expect("DNSProvider")
+    };
+    let errors =
+        |azure: serde_json::Value| format!("{:?}", kube::core::cel::validate_cel(&provider(azure)));
+    let secret = serde_json::json!({"subscriptionId": "s", "resourceGroup": "r",
+        "tenantId": "t", "clientId": "c",
+        "clientSecretSecretRef": {"name": "azure-dns", "key": "client-secret"}});
+    assert!(
+        kube::core::cel::validate_cel(&provider(secret.clone())).is_ok(),
+        "{}",
+        errors(secret.clone())
+    );
+    let wi =
+        serde_json::json!({"subscriptionId": "s", "resourceGroup": "r", "workloadIdentity": true});
+    assert!(
+        kube::core::cel::validate_cel(&provider(wi.clone())).is_ok(),
+        "{}",
+        errors(wi)
+    );
+    let mut both = secret.clone();
+    both["workloadIdentity"] = serde_json::json!(true);
+    assert!(errors(both).contains("set either clientSecretSecretRef or workloadIdentity"));
+    let neither = serde_json::json!({"subscriptionId": "s", "resourceGroup": "r"});
+    assert!(errors(neither).contains("set either clientSecretSecretRef or workloadIdentity"));
+    let mut no_ids = secret;
+    no_ids.as_object_mut().expect("object").remove("tenantId");
+    assert!(errors(no_ids).contains("needs tenantId and clientId"));
 }
 
 /// examples/dkim/: the managed-keys MailDomain renders (its keys pending generation) and

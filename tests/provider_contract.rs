@@ -2,7 +2,7 @@
 //! (`publish::run`: read, plan, apply) against every backend, each against a real server of
 //! the test environment where one exists: rfc2136 against BIND 9 and against Knot DNS,
 //! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), and cloudflare,
-//! hetzner and digitalocean against the stateful fakes of their APIs in `support/` (no such
+//! hetzner, digitalocean and azure against the stateful fakes of their APIs in `support/` (no such
 //! server runs outside those companies; each fake says which documented behaviours it
 //! reproduces).
 //! Foreign values are written through a side door (nsupdate, the PowerDNS API directly, the
@@ -22,6 +22,7 @@ use mailsec_operator::api::{RecordState, RecordStatus};
 use mailsec_operator::controller::dereference::Target;
 use mailsec_operator::controller::publish::{self, Published};
 use mailsec_operator::dns::DnsError;
+use mailsec_operator::dns::azure::{Azure, Credential};
 use mailsec_operator::dns::backend::DnsBackend;
 use mailsec_operator::dns::cloudflare::Cloudflare;
 use mailsec_operator::dns::content::value_of as content_value;
@@ -44,6 +45,7 @@ enum SideDoor {
     Route53(support::route53::Route53),
     Hetzner(support::hetzner::Fake),
     DigitalOcean(support::digitalocean::Fake),
+    Azure(support::azure::Fake),
 }
 
 /// One backend against one server.
@@ -80,11 +82,41 @@ fn hetzner(fake: &support::hetzner::Fake, token: &str) -> Hetzner {
         .with_first_poll(std::time::Duration::from_millis(5))
 }
 
+/// The azure backend against the fake, with a client secret.
+fn azure(fake: &support::azure::Fake, secret: &str) -> Azure {
+    azure_as(
+        fake,
+        Credential::ClientSecret {
+            tenant_id: fake.tenant.clone(),
+            client_id: fake.client_id.clone(),
+            client_secret: secret.to_owned(),
+        },
+    )
+}
+
+fn azure_as(fake: &support::azure::Fake, credential: Credential) -> Azure {
+    Azure::new(
+        &fake.management_url,
+        &fake.authority_url,
+        &fake.subscription,
+        &fake.resource_group,
+        credential,
+    )
+    .expect("azure")
+}
+
 async fn subjects(env: &TestEnv) -> Vec<Subject> {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     let hz = support::hetzner::Fake::start(&env.dns.zone).await;
     let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
+    let az = support::azure::Fake::start(&env.dns.zone).await;
     vec![
+        Subject {
+            name: "azure (fake)",
+            backend: Arc::new(azure(&az, &az.client_secret)),
+            dns: env.dns.clone(),
+            side: SideDoor::Azure(az),
+        },
         Subject {
             name: "hetzner (fake)",
             backend: Arc::new(hetzner(&hz, &hz.token)),
@@ -148,6 +180,7 @@ impl Subject {
             SideDoor::Cloudflare(fake) => fake.add_raw(name, presentation, ttl),
             SideDoor::Hetzner(fake) => fake.add_raw(name, "TXT", presentation, ttl),
             SideDoor::DigitalOcean(fake) => fake.add_raw(name, presentation, ttl),
+            SideDoor::Azure(fake) => fake.add_raw(name, "TXT", presentation, ttl),
             SideDoor::Route53(r53) => {
                 r53.add_foreign(&self.dns.zone, name, ttl, presentation)
                     .await
@@ -212,6 +245,7 @@ impl Subject {
             }
             SideDoor::Hetzner(fake) => fake.txt(name),
             SideDoor::DigitalOcean(fake) => fake.published(name),
+            SideDoor::Azure(fake) => fake.txt(name),
             _ => self.dns.dig_short(name, "TXT"),
         };
         lines.sort();
@@ -231,6 +265,9 @@ impl Subject {
         }
         if let SideDoor::DigitalOcean(fake) = &self.side {
             return fake.records(name, "TXT").first().map(|r| r.ttl);
+        }
+        if let SideDoor::Azure(fake) = &self.side {
+            return fake.set(name, "TXT").map(|s| s.ttl);
         }
         let out = self.dns.dig(&["+noall", "+answer", name, "TXT"]);
         String::from_utf8_lossy(&out.stdout)
@@ -272,6 +309,11 @@ impl Subject {
             v.sort();
             return v;
         }
+        if let SideDoor::Azure(fake) = &self.side {
+            let mut v = fake.values(name);
+            v.sort();
+            return v;
+        }
         self.dns.txt(name)
     }
 
@@ -297,6 +339,22 @@ impl Subject {
                 SideDoor::Hetzner(fake) => fake
                     .rrset(name, rtype)
                     .map(|r| r.values)
+                    .unwrap_or_default(),
+                SideDoor::Azure(fake) => fake
+                    .set(name, rtype)
+                    .map(|set| {
+                        set.records
+                            .iter()
+                            .map(|r| {
+                                let v = r.concat();
+                                if rtype == "CNAME" {
+                                    format!("{}.", v.trim_end_matches('.'))
+                                } else {
+                                    v
+                                }
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 SideDoor::DigitalOcean(fake) => fake
                     .records(name, rtype)
@@ -338,6 +396,7 @@ impl Subject {
             SideDoor::Cloudflare(fake) => fake.add_raw_address(name, rtype, value),
             SideDoor::Hetzner(fake) => fake.add_raw(name, rtype, value, 300),
             SideDoor::DigitalOcean(fake) => fake.add_record(name, rtype, value, 300),
+            SideDoor::Azure(fake) => fake.add_raw(name, rtype, value, 300),
             SideDoor::Route53(r53) => {
                 r53.add_foreign_address(&self.dns.zone, name, rtype, value)
                     .await
@@ -1417,6 +1476,7 @@ async fn requests_per_pass_create_and_no_op() {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     let hz = support::hetzner::Fake::start(&env.dns.zone).await;
     let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
+    let az = support::azure::Fake::start(&env.dns.zone).await;
     let counter = Arc::new(Counter::default());
     let meter = || counter.clone() as Arc<dyn mailsec_operator::dns::backend::ApiMeter>;
     let backends: Vec<(&str, Arc<dyn DnsBackend>, u64)> = vec![
@@ -1461,6 +1521,12 @@ async fn requests_per_pass_create_and_no_op() {
                     .with_meter(meter()),
             ),
             0,
+        ),
+        (
+            // The token, fetched once per backend.
+            "azure",
+            Arc::new(azure(&az, &az.client_secret).with_meter(meter())),
+            1,
         ),
     ];
     for (name, backend, zone_lookup) in backends {
@@ -1570,13 +1636,17 @@ async fn route53_works_with_eks_pod_identity() {
     let _ = std::fs::remove_file(&token);
 }
 
-/// The HTTP API backends behind a fault proxy each (`support::faults`), their side doors
-/// reaching the API directly. rfc2136 is not among them: it speaks DNS, not HTTP.
+/// The HTTP API backends behind a fault proxy each (`support::faults`; for azure in front of
+/// ARM, its token service reached directly), their side doors reaching the API directly. rfc2136 is not among them: it speaks DNS, not HTTP.
 async fn faulty_subjects(env: &TestEnv, percent: u64, seed: u64) -> Vec<(Subject, FaultProxy)> {
     let cf = support::cloudflare::Fake::start(&env.dns.zone).await;
     let hz = support::hetzner::Fake::start(&env.dns.zone).await;
     let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
     let proxy = |url: String, n: u64| FaultProxy::start_owned(url, percent, seed ^ (n << 40));
+    let az = support::azure::Fake::start(&env.dns.zone).await;
+    let p_az = proxy(az.management_url.clone(), 6).await;
+    let mut behind = az.clone();
+    behind.management_url = p_az.url.clone();
     let (p_cf, p_hz, p_do, p_r53, p_pdns) = (
         proxy(cf.url.clone(), 1).await,
         proxy(hz.url.clone(), 2).await,
@@ -1585,6 +1655,15 @@ async fn faulty_subjects(env: &TestEnv, percent: u64, seed: u64) -> Vec<(Subject
         proxy(env.pdns.api_url.clone(), 5).await,
     );
     vec![
+        (
+            Subject {
+                name: "azure (fake) behind faults",
+                backend: Arc::new(azure(&behind, &az.client_secret)),
+                dns: env.dns.clone(),
+                side: SideDoor::Azure(az),
+            },
+            p_az,
+        ),
         (
             Subject {
                 name: "cloudflare (fake) behind faults",
@@ -1790,7 +1869,7 @@ async fn converges_through_faults(s: &Subject, proxy: &FaultProxy, reconciles: u
 }
 
 /// Faults on 30 % of the API calls of every HTTP backend, `FAULT_RECONCILES` passes each
-/// (default 100, so 500 in all; `make test-faults` runs more): the end state is the desired
+/// (default 100, so 600 in all; `make test-faults` runs more): the end state is the desired
 /// state, exactly, no foreign value touched, every error a transient reason.
 #[tokio::test]
 async fn thirty_percent_faulty_api_calls_still_converge_exactly() {
@@ -1811,4 +1890,311 @@ async fn thirty_percent_faulty_api_calls_still_converge_exactly() {
             .map(|(s, proxy)| converges_through_faults(s, proxy, reconciles, seed)),
     )
     .await;
+}
+
+/// The azure fake's error paths: a wrong client secret is refused at the token service
+/// (nothing asked of ARM, nothing written); an unknown zone or resource group is a missing
+/// zone; a foreign write that lands between our read and our PUT fails the PUT's `If-Match`
+/// (412), loses nothing and writes nothing of ours, and the next pass publishes; a long rate
+/// limit is handed back with its wait, a short one waited out; every write is conditioned on
+/// an etag (or on no set there), and the token is fetched once.
+#[tokio::test]
+async fn azure_errors_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let fake = support::azure::Fake::start(&env.dns.zone).await;
+    let name = format!("az-{}.{}", random_suffix(), fake.zone);
+    let marker = format!("_mailsec.{name}");
+    let desired = [record(&name, RecordKind::Spf, "v=spf1 mx -all")];
+    let desired = &desired;
+    let az_target = |backend: Azure, zone: &str| target(Arc::new(backend), zone, "contract/az");
+    let run = |t: Target| async move {
+        publish::run(&t, desired, NO_HOST, &publish::Address::None, &[]).await
+    };
+    let nothing_of_ours = || {
+        assert!(
+            !fake.values(&name).contains(&desired[0].value),
+            "nothing of ours written"
+        );
+        assert!(fake.values(&marker).is_empty(), "no marker written");
+    };
+
+    let err = run(az_target(azure(&fake, "wrong-secret"), &fake.zone))
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("AADSTS7000215") && text.contains("invalid_client"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Trace ID"),
+        "one line of the description: {text}"
+    );
+    assert!(
+        fake.calls().is_empty(),
+        "ARM never asked: {:?}",
+        fake.calls()
+    );
+    nothing_of_ours();
+
+    let elsewhere = [record(
+        &format!("az-{}.other.test", random_suffix()),
+        RecordKind::Dmarc,
+        "v=DMARC1; p=none",
+    )];
+    let t = az_target(azure(&fake, &fake.client_secret), "other.test");
+    let err = publish::run(&t, &elsewhere, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("a zone the resource group does not have");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+    assert!(err.to_string().contains("ParentResourceNotFound"), "{err}");
+
+    let elsewhere = Azure::new(
+        &fake.management_url,
+        &fake.authority_url,
+        &fake.subscription,
+        "rg-elsewhere",
+        Credential::ClientSecret {
+            tenant_id: fake.tenant.clone(),
+            client_id: fake.client_id.clone(),
+            client_secret: fake.client_secret.clone(),
+        },
+    )
+    .expect("azure");
+    let err = run(az_target(elsewhere, &fake.zone))
+        .await
+        .expect_err("another resource group");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+    assert!(err.to_string().contains("ResourceGroupNotFound"), "{err}");
+
+    fake.throttle(1, 30);
+    let err = run(az_target(azure(&fake, &fake.client_secret), &fake.zone))
+        .await
+        .expect_err("throttled for longer than is waited out");
+    assert_eq!(
+        (err.category(), err.retry_after()),
+        ("DNSRateLimited", Some(std::time::Duration::from_secs(30))),
+        "{err}"
+    );
+    nothing_of_ours();
+
+    // The race: someone's value lands after our fresh read, before our PUT of that set.
+    fake.add_raw(&name, "TXT", FOREIGN[0], 900);
+    let t = az_target(azure(&fake, &fake.client_secret), &fake.zone);
+    fake.race_next_write(&name, r#""late-arrival=1""#);
+    let err = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("the PUT's etag is stale");
+    assert_eq!(err.category(), "DNSConcurrentChange", "{err}");
+    assert!(err.to_string().contains("412"), "{err}");
+    assert_eq!(fake.preconditions_failed(), 1);
+    let mut values = fake.values(&name);
+    values.sort();
+    assert_eq!(
+        values,
+        ["google-site-verification=abc123", "late-arrival=1"],
+        "theirs kept, ours not written"
+    );
+    // The next pass reads again and publishes beside both, on the new etag.
+    let first = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("the next pass");
+    let mut values = fake.values(&name);
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            "google-site-verification=abc123",
+            "late-arrival=1",
+            "v=spf1 mx -all"
+        ]
+    );
+    assert_eq!(fake.set(&name, "TXT").map(|s| s.ttl), Some(900), "TTL kept");
+    let writes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("PUT") || c.starts_with("DELETE"))
+        .collect();
+    assert!(!writes.is_empty());
+    assert!(
+        writes
+            .iter()
+            .all(|c| c.ends_with(" if-match") || c.ends_with(" if-none-match")),
+        "every write is conditioned: {writes:?}"
+    );
+
+    // Rate limited once for a second: waited out, then the no-op pass reads its two names.
+    fake.throttle(1, 1);
+    let before = fake.calls().len();
+    let again = publish::run(
+        &t,
+        desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("after a short rate limit");
+    assert_eq!(again.changes, 0);
+    assert_eq!(
+        fake.calls().len() - before,
+        3,
+        "two reads, one of them repeated after the 429: {:?}",
+        &fake.calls()[before..]
+    );
+    publish::run(&t, &[], NO_HOST, &publish::Address::None, &again.records)
+        .await
+        .expect("clean up");
+    nothing_of_ours();
+    assert_eq!(fake.values(&name).len(), 2, "theirs stay");
+    assert_eq!(
+        fake.token_requests(),
+        ["secret"; 5],
+        "one token per backend: the wrong secret, the two bad places, the throttled one, `t`"
+    );
+}
+
+/// AKS Workload Identity: the projected token in a file is exchanged (client assertion) for
+/// an ARM token, which is reused until shortly before it expires and then fetched again with
+/// the file read anew; an assertion the tenant does not accept, or a missing file, is an
+/// authentication failure that says which.
+#[tokio::test]
+async fn azure_works_with_workload_identity() {
+    let Some(env) = support::env() else { return };
+    let fake = support::azure::Fake::start(&env.dns.zone).await;
+    let dir = std::env::temp_dir().join(format!("mailsec-azure-wi-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("azure-identity-token");
+    std::fs::write(&file, format!("{}\n", fake.federated_token)).expect("token file");
+    let identity = |token_file: std::path::PathBuf| Credential::WorkloadIdentity {
+        tenant_id: fake.tenant.clone(),
+        client_id: fake.client_id.clone(),
+        token_file,
+    };
+    // Tokens that last 2 s are renewed after 1 s (half their life).
+    fake.token_lifetime(2);
+    let t = target(
+        Arc::new(azure_as(&fake, identity(file.clone()))),
+        &fake.zone,
+        "contract/wi",
+    );
+    let name = format!("wi-{}.{}", random_suffix(), fake.zone);
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let first = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("publish with the federated token");
+    assert_eq!(fake.values(&name), ["v=DMARC1; p=none"]);
+    let again = publish::run(
+        &t,
+        &desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("again");
+    assert_eq!(fake.token_requests(), ["assertion"], "reused");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    publish::run(
+        &t,
+        &desired,
+        NO_HOST,
+        &publish::Address::None,
+        &again.records,
+    )
+    .await
+    .expect("after renewal");
+    assert_eq!(
+        fake.token_requests(),
+        ["assertion", "assertion"],
+        "renewed before it expired"
+    );
+
+    // A token the federated credential does not match.
+    std::fs::write(&file, "eyJhbGciOiJSUzI1NiJ9.e30.bm90LXRoaXMtb25l").expect("token file");
+    let t = target(
+        Arc::new(azure_as(&fake, identity(file.clone()))),
+        &fake.zone,
+        "contract/wi",
+    );
+    let other = format!("wi-other-{}.{}", random_suffix(), fake.zone);
+    let desired = [record(&other, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let err = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("not accepted");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(
+        err.to_string().contains("AADSTS70021") && err.to_string().contains("federated"),
+        "{err}"
+    );
+    assert!(fake.values(&other).is_empty(), "nothing written");
+
+    // No file at all.
+    let missing = dir.join("missing");
+    let t = target(
+        Arc::new(azure_as(&fake, identity(missing.clone()))),
+        &fake.zone,
+        "contract/wi",
+    );
+    let err = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("no token file");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The registry makes an azure backend from a DNSProvider's settings, its client secret read
+/// through the provider's Secrets (white space around it trimmed).
+#[tokio::test]
+async fn azure_is_made_from_its_settings_and_secret() {
+    use mailsec_operator::api::{ProviderSettings, SecretKeyRef};
+    use mailsec_operator::dns::backend::{NoMeter, SecretError, SecretSource};
+    let Some(env) = support::env() else { return };
+    let fake = support::azure::Fake::start(&env.dns.zone).await;
+    struct Secrets(String);
+    impl SecretSource for Secrets {
+        fn value<'a>(
+            &'a self,
+            reference: &'a SecretKeyRef,
+        ) -> futures_util::future::BoxFuture<'a, Result<Vec<u8>, SecretError>> {
+            Box::pin(async move {
+                if (reference.name.as_str(), reference.key.as_str())
+                    == ("azure-dns", "client-secret")
+                {
+                    Ok(self.0.clone().into_bytes())
+                } else {
+                    Err(SecretError::NotFound(format!(
+                        "no Secret {}",
+                        reference.name
+                    )))
+                }
+            })
+        }
+    }
+    let spec = serde_json::json!({"type": "azure", "zones": [fake.zone], "azure": {
+        "subscriptionId": fake.subscription, "resourceGroup": fake.resource_group,
+        "tenantId": fake.tenant, "clientId": fake.client_id,
+        "clientSecretSecretRef": {"name": "azure-dns", "key": "client-secret"},
+        "managementEndpoint": fake.management_url, "authorityHost": fake.authority_url}});
+    let settings: ProviderSettings = serde_json::from_value(spec).expect("settings");
+    let backend = mailsec_operator::dns::registry::connect(
+        &settings,
+        &Secrets(format!("{}\n", fake.client_secret)),
+        Arc::new(NoMeter),
+    )
+    .await
+    .expect("an azure backend");
+    assert_eq!(backend.kind(), "azure");
+    let name = format!("reg-{}.{}", random_suffix(), fake.zone);
+    let t = target(backend, &fake.zone, "contract/registry");
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("publish");
+    assert_eq!(fake.values(&name), ["v=DMARC1; p=none"]);
 }

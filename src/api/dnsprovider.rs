@@ -41,8 +41,8 @@ pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
     /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API), `route53`
     /// (Amazon Route 53), `hetzner` (Hetzner's Cloud DNS API), `digitalocean` (the
-    /// DigitalOcean v2 API) or `manual` (write nothing; status lists the records to publish
-    /// by hand). The settings block named like the type is required, and only it.
+    /// DigitalOcean v2 API), `azure` (Azure DNS) or `manual` (write nothing; status lists the
+    /// records to publish by hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
@@ -63,6 +63,9 @@ pub struct ProviderSettings {
     /// Settings of the digitalocean provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digitalocean: Option<DigitalOceanSpec>,
+    /// Settings of the azure provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -94,17 +97,19 @@ pub enum ProviderType {
     Hetzner,
     #[serde(rename = "digitalocean")]
     DigitalOcean,
+    Azure,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 7] = [
+    pub const ALL: [ProviderType; 8] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
         ProviderType::Cloudflare,
         ProviderType::Route53,
         ProviderType::Hetzner,
         ProviderType::DigitalOcean,
+        ProviderType::Azure,
         ProviderType::Manual,
     ];
 
@@ -117,6 +122,7 @@ impl ProviderType {
             ProviderType::Route53 => "route53",
             ProviderType::Hetzner => "hetzner",
             ProviderType::DigitalOcean => "digitalocean",
+            ProviderType::Azure => "azure",
             ProviderType::Manual => "manual",
         }
     }
@@ -275,6 +281,55 @@ pub struct DigitalOceanSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^?#]+$')").message("apiUrl must be an http:// or https:// URL"))]
     pub api_url: Option<String>,
+}
+
+/// Azure DNS settings (a public DNS zone of Azure Resource Manager). Credentials, one of: a
+/// client secret of an app registration (`tenantId`, `clientId`, `clientSecretSecretRef`), or
+/// AKS Workload Identity (`workloadIdentity: true`: the controller's pod is labelled
+/// `azure.workload.identity/use: "true"` and its ServiceAccount names the managed identity in
+/// `azure.workload.identity/client-id`; AKS sets `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+/// `AZURE_FEDERATED_TOKEN_FILE`). The identity needs the DNS Zone Contributor role on the zone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.clientSecretSecretRef) != (has(self.workloadIdentity) && self.workloadIdentity)").message("set either clientSecretSecretRef or workloadIdentity: true"))]
+#[x_kube(validation = Rule::new("!has(self.clientSecretSecretRef) || (has(self.tenantId) && has(self.clientId))").message("clientSecretSecretRef needs tenantId and clientId"))]
+pub struct AzureSpec {
+    /// The subscription that holds the zone (a GUID).
+    #[schemars(length(min = 1, max = 64))]
+    pub subscription_id: String,
+    /// The resource group that holds the zone.
+    #[schemars(length(min = 1, max = 90))]
+    pub resource_group: String,
+    /// The Microsoft Entra tenant (directory) id. Required with clientSecretSecretRef; with
+    /// workloadIdentity, `AZURE_TENANT_ID` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub tenant_id: Option<String>,
+    /// The application (client) id of the app registration or managed identity. Required with
+    /// clientSecretSecretRef; with workloadIdentity, `AZURE_CLIENT_ID` unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: Option<String>,
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding the app registration's client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_secret_ref: Option<SecretKeyRef>,
+    /// Use AKS Workload Identity (a federated token exchanged for the managed identity's)
+    /// instead of a client secret.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workload_identity: bool,
+    /// Azure Resource Manager's base URL; `https://management.azure.com` unless set (for a
+    /// proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("managementEndpoint must be an http:// or https:// URL without a path"))]
+    pub management_endpoint: Option<String>,
+    /// The Microsoft Entra token service's base URL; `https://login.microsoftonline.com`
+    /// unless set (or, with workloadIdentity, `AZURE_AUTHORITY_HOST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("authorityHost must be an http:// or https:// URL without a path"))]
+    pub authority_host: Option<String>,
 }
 
 fn default_server_id() -> String {

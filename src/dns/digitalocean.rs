@@ -30,7 +30,7 @@ use super::DnsError;
 use super::address::AddressSet;
 use super::backend::{ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, secret_text};
 use super::http;
-use super::plan::{Current, Operation, RRset};
+use super::plan::{self, Current, Operation, RRset};
 use crate::api::DigitalOceanSpec;
 use crate::domain::txt;
 
@@ -329,6 +329,19 @@ impl DigitalOcean {
                 ))
             }
         };
+        // Markers created first and deleted last (plan::write_rank); values deleted before
+        // they are created anew, so a value is never there twice.
+        let rank = |name: &str| plan::write_rank(name, operations);
+        let (early, creates): (Vec<_>, Vec<_>) =
+            creates.into_iter().partition(|(name, _)| rank(name) == 0);
+        let (late, deletes): (Vec<_>, Vec<_>) =
+            deletes.into_iter().partition(|(name, _)| rank(name) == 2);
+        for (name, record) in early {
+            self.create(zone, &record)
+                .await
+                .map_err(|e| partial(e, &done))?;
+            done.push(format!("created a record at {name}"));
+        }
         for (name, id) in deletes {
             self.delete(zone, id).await.map_err(|e| partial(e, &done))?;
             done.push(format!("deleted record {id} at {name}"));
@@ -338,6 +351,10 @@ impl DigitalOcean {
                 .await
                 .map_err(|e| partial(e, &done))?;
             done.push(format!("created a record at {name}"));
+        }
+        for (name, id) in late {
+            self.delete(zone, id).await.map_err(|e| partial(e, &done))?;
+            done.push(format!("deleted record {id} at {name}"));
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use super::address::AddressSet;
 use super::backend::{ApiMeter, ConnectError, DnsBackend, NoMeter, SecretSource, secret_text};
 use super::content::value_of;
 use super::http;
-use super::plan::{Current, Operation, RRset};
+use super::plan::{self, Current, Operation, RRset};
 use crate::api::HetznerSpec;
 use crate::domain::txt;
 
@@ -534,6 +534,8 @@ impl Hetzner {
             };
             by_name.entry(name).or_default().push(op);
         }
+        let mut by_name: Vec<(&str, Vec<&Operation>)> = by_name.into_iter().collect();
+        by_name.sort_by_key(|(name, _)| (plan::write_rank(name, operations), *name));
         let mut done = Vec::new();
         for (name, ops) in by_name {
             if let Err(e) = self.apply_name(info, zone, name, &ops, &mut done).await {

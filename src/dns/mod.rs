@@ -3,6 +3,7 @@
 //! `DNSProvider`'s type to its backend.
 
 pub mod address;
+pub mod azure;
 pub mod backend;
 pub mod batch;
 pub mod cloudflare;

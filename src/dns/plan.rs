@@ -272,6 +272,22 @@ pub fn rrsets_after(current: &Current, operations: &[Operation]) -> BTreeMap<Str
     after
 }
 
+/// Where the changes at `name` go in a write that a provider makes one name (or one record)
+/// at a time: markers added first, markers removed last, values between. A write cut half-way
+/// then never leaves a value of ours without the marker that says it is ours: the next pass
+/// would take it for someone else's, neither retire it nor update it.
+pub fn write_rank(name: &str, operations: &[Operation]) -> u8 {
+    let is_marker = name.starts_with(&marker_name(""));
+    let adds = operations
+        .iter()
+        .any(|op| matches!(op, Operation::Add { name: n, .. } if n == name));
+    match (is_marker, adds) {
+        (true, true) => 0,
+        (false, _) => 1,
+        (true, false) => 2,
+    }
+}
+
 fn marker_op(record: &TxtRecord, s: &Settings) -> Operation {
     Operation::Add {
         name: marker_name(&record.name),
@@ -591,6 +607,41 @@ mod tests {
         let p = plan(&d, &[], &c, &settings());
         assert!(
             matches!(&p.outcomes[0].state, State::Conflict(m) if m.contains("MailDomain other/example"))
+        );
+    }
+
+    #[test]
+    fn markers_are_written_before_values_and_removed_after_them() {
+        let add = |name: &str| Operation::Add {
+            name: name.into(),
+            ttl: 300,
+            value: "v".into(),
+        };
+        let remove = |name: &str| Operation::Remove {
+            name: name.into(),
+            value: "v".into(),
+        };
+        let ops = [
+            add("_dmarc.example.com"),
+            add("_mailsec._dmarc.example.com"),
+            remove("_mta-sts.example.com"),
+            remove("_mailsec._mta-sts.example.com"),
+        ];
+        let mut names: Vec<&str> = vec![
+            "_dmarc.example.com",
+            "_mailsec._mta-sts.example.com",
+            "_mailsec._dmarc.example.com",
+            "_mta-sts.example.com",
+        ];
+        names.sort_by_key(|n| (write_rank(n, &ops), *n));
+        assert_eq!(
+            names,
+            [
+                "_mailsec._dmarc.example.com",
+                "_dmarc.example.com",
+                "_mta-sts.example.com",
+                "_mailsec._mta-sts.example.com",
+            ]
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::azure::Azure;
 use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
 use super::digitalocean::DigitalOcean;
@@ -46,6 +47,11 @@ pub async fn connect(
         ),
         t @ ProviderType::DigitalOcean => Arc::new(
             DigitalOcean::from_spec(settings.digitalocean.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::Azure => Arc::new(
+            Azure::from_spec(settings.azure.as_ref().ok_or(missing(t))?, secrets)
                 .await?
                 .with_meter(meter),
         ),

@@ -20,6 +20,7 @@
 #![allow(dead_code)]
 
 pub mod api_fake;
+pub mod azure;
 pub mod cloudflare;
 pub mod controller_process;
 pub mod digitalocean;
