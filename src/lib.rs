@@ -3,6 +3,7 @@ pub mod admin;
 pub mod api;
 pub mod checks;
 pub mod cli;
+pub mod conn;
 pub mod controller;
 pub mod dns;
 pub mod domain;

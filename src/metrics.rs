@@ -1,5 +1,6 @@
 //! Prometheus metrics, in the OpenMetrics text format.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -132,6 +133,12 @@ impl Exposition for Metrics {
     }
 }
 
+impl Exposition for ServeMetrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
 impl Exposition for ReportMetrics {
     fn registry(&self) -> &Registry {
         &self.registry
@@ -212,11 +219,15 @@ pub struct ReportMetrics {
     /// Sessions in stored reports, by domain, reporter, policy type and result (never by IP).
     sessions: Family<ReportSessionLabels, Counter>,
     reporters: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The receiver's connections (`mailsec_connections_*`, as `mailsec serve`'s).
+    pub connections: Arc<ConnectionMetrics>,
 }
 
 impl Default for ReportMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("mailsec_tlsrpt");
+        let mut root = Registry::with_prefix("mailsec");
+        let connections = ConnectionMetrics::register(&mut root);
+        let registry = root.sub_registry_with_prefix("tlsrpt");
         let reports = Family::<ReportOutcomeLabels, Counter>::default();
         let sessions = Family::<ReportSessionLabels, Counter>::default();
         registry.register(
@@ -230,10 +241,11 @@ impl Default for ReportMetrics {
             sessions.clone(),
         );
         ReportMetrics {
-            registry,
+            registry: root,
             reports,
             sessions,
             reporters: Default::default(),
+            connections,
         }
     }
 }
@@ -264,5 +276,71 @@ impl ReportMetrics {
     /// Counts `sessions` of a stored report.
     pub fn sessions(&self, labels: ReportSessionLabels, sessions: u64) {
         self.sessions.get_or_create(&labels).inc_by(sessions);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// Why: `client`, `header_timeout`, `header_too_large`, `idle`, `max_requests`, `max_age`,
+    /// `over_limit` or `error`.
+    pub reason: String,
+}
+
+/// The connections of a public endpoint (see `crate::conn`).
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub closed: Family<CloseLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    /// New metrics, registered as `connections_open` and `connections_closed` in `registry`.
+    pub fn register(registry: &mut Registry) -> Arc<ConnectionMetrics> {
+        let metrics = Arc::new(ConnectionMetrics::default());
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections closed, by reason",
+            metrics.closed.clone(),
+        );
+        metrics
+    }
+
+    pub fn closed(&self, reason: &str) {
+        self.closed
+            .get_or_create(&CloseLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Connections closed so far for `reason`.
+    pub fn closed_count(&self, reason: &str) -> u64 {
+        self.closed
+            .get_or_create(&CloseLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+}
+
+/// `mailsec serve`'s metrics: its connections.
+pub struct ServeMetrics {
+    pub registry: Registry,
+    pub connections: Arc<ConnectionMetrics>,
+}
+
+impl Default for ServeMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mailsec");
+        let connections = ConnectionMetrics::register(&mut registry);
+        ServeMetrics {
+            registry,
+            connections,
+        }
     }
 }

@@ -593,6 +593,9 @@ fn the_chart_lints_and_renders_with_default_and_other_values() {
         ),
         ("controller.checks.resolver=dns.google", "resolver"),
         ("controller.checks.concurrency=0", "concurrency"),
+        ("serve.limits.maxHeaderBytes=512", "maxHeaderBytes"),
+        ("reports.receiver.limits.headerTimeout=10", "headerTimeout"),
+        ("serve.limits.maxConnections=0", "maxConnections"),
     ] {
         let run = helm(env, &["template", "mso", CHART, "--set", set]);
         assert!(!run.ok, "--set {set} was accepted");
@@ -701,6 +704,86 @@ impl Drop for Release {
 }
 
 /// `kubectl auth can-i <args> --as <who>`.
+/// serve.limits and reports.receiver.limits become the flags of `mailsec serve` and `mailsec
+/// receive`, with each command's defaults, and the binary takes them.
+#[test]
+fn the_connection_limits_render_as_flags_both_commands_take() {
+    let Some(env) = support::env() else { return };
+    let receiver = [
+        "reports.receiver.enabled=true",
+        "reports.receiver.url=https://tlsrpt.example.test/v1/reports",
+    ];
+    let docs = render(env, "mailsec-system", &receiver);
+    let serve = args_of(one(&docs, "Deployment", "mso-mailsec-operator-serve"));
+    let receive = args_of(one(&docs, "Deployment", "mso-mailsec-operator-receiver"));
+    let expect = |args: &[String], pairs: &[(&str, &str)]| {
+        for (name, value) in pairs {
+            assert_eq!(
+                flag(args, name).as_deref(),
+                Some(*value),
+                "{name} in {args:?}"
+            );
+        }
+        <mailsec_operator::cli::Cli as clap::Parser>::try_parse_from(
+            std::iter::once("mailsec".to_owned()).chain(args.iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("the chart's arguments {args:?}: {e}"));
+    };
+    let common = [
+        ("--header-timeout", "10s"),
+        ("--idle-timeout", "15s"),
+        ("--max-requests-per-connection", "1000"),
+        ("--max-connection-age", "300s"),
+    ];
+    expect(&serve, &common);
+    expect(
+        &serve,
+        &[
+            ("--max-connections", "4096"),
+            ("--max-header-bytes", "16384"),
+        ],
+    );
+    assert_eq!(flag(&serve, "--body-timeout"), None);
+    expect(&receive, &common);
+    expect(
+        &receive,
+        &[
+            ("--max-connections", "1024"),
+            ("--max-header-bytes", "65536"),
+            ("--body-timeout", "30s"),
+        ],
+    );
+
+    let mut sets = receiver.to_vec();
+    sets.extend([
+        "serve.limits.maxConnections=2000000",
+        "serve.limits.headerTimeout=4s",
+        "serve.limits.maxConnectionAge=1h30m",
+        "reports.receiver.limits.maxHeaderBytes=1024",
+        "reports.receiver.limits.bodyTimeout=2m",
+        "reports.receiver.limits.idleTimeout=500ms",
+    ]);
+    let docs = render(env, "mailsec-system", &sets);
+    let serve = args_of(one(&docs, "Deployment", "mso-mailsec-operator-serve"));
+    let receive = args_of(one(&docs, "Deployment", "mso-mailsec-operator-receiver"));
+    expect(
+        &serve,
+        &[
+            ("--max-connections", "2000000"),
+            ("--header-timeout", "4s"),
+            ("--max-connection-age", "1h30m"),
+        ],
+    );
+    expect(
+        &receive,
+        &[
+            ("--max-header-bytes", "1024"),
+            ("--body-timeout", "2m"),
+            ("--idle-timeout", "500ms"),
+        ],
+    );
+}
+
 fn can_i(env: &TestEnv, who: &str, args: &[&str]) -> bool {
     let mut all = vec!["auth", "can-i"];
     all.extend_from_slice(args);
@@ -1774,6 +1857,7 @@ async fn the_provider_examples_render_and_are_admitted() {
         "route53.yaml",
         "hetzner.yaml",
         "digitalocean.yaml",
+        "azure.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),

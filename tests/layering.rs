@@ -10,16 +10,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
     ("api", &[]),
     ("metrics", &[]),
+    ("conn", &["metrics"]),
     ("model", &["api", "domain"]),
     ("report", &["domain"]),
     (
         "intake",
-        &["admin", "api", "domain", "metrics", "model", "report"],
+        &[
+            "admin", "api", "conn", "domain", "metrics", "model", "report",
+        ],
     ),
     ("dns", &["api", "domain"]),
     ("checks", &["api", "domain", "model"]),
     ("admin", &["metrics"]),
-    ("serve", &["admin", "api", "domain", "model"]),
+    (
+        "serve",
+        &["admin", "api", "conn", "domain", "metrics", "model"],
+    ),
     (
         "controller",
         &[
@@ -32,6 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "admin",
             "api",
             "checks",
+            "conn",
             "controller",
             "dns",
             "domain",

@@ -514,7 +514,10 @@ async fn the_receiver_bounds_clients_sizes_and_stalled_headers() {
     let settings = Settings {
         per_minute: std::num::NonZeroU32::new(6).expect("6"),
         burst: std::num::NonZeroU32::new(2).expect("2"),
-        header_timeout: Duration::from_millis(500),
+        connections: mailsec_operator::conn::Limits {
+            header_timeout: Duration::from_millis(500),
+            ..mailsec_operator::conn::Limits::receive()
+        },
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");

@@ -131,7 +131,7 @@ pub struct ServeArgs {
     /// Address of the policy endpoint.
     #[arg(long, env = "MAILSEC_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// Address of /livez and /readyz.
+    /// Address of /livez, /readyz and /metrics.
     #[arg(long, env = "MAILSEC_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
     /// Terminate TLS with this PEM certificate chain (needs --tls-key). Reloaded every minute.
@@ -148,6 +148,8 @@ pub struct ServeArgs {
     /// Terminate TLS with a kubernetes.io/tls Secret, as `namespace/name`. Reloaded every minute.
     #[arg(long, env = "MAILSEC_TLS_SECRET")]
     tls_secret: Option<String>,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
     #[command(flatten)]
     logging: Logging,
 }
@@ -228,6 +230,7 @@ pub fn controller(args: ControllerArgs) -> Result<ExitCode, Box<dyn std::error::
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     args.logging.init();
+    let limits = args.limits.limits(crate::conn::Limits::serve())?;
     let tls = match (args.tls_cert, args.tls_key, args.tls_secret) {
         (Some(cert), Some(key), _) => Some(Source::Files { cert, key }),
         (_, _, Some(secret)) => {
@@ -243,7 +246,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     runtime()?.block_on(async {
         let client = kube::Client::try_default().await?;
-        crate::serve::run(client, args.listen, args.admin_addr, tls).await?;
+        crate::serve::run_with(client, args.listen, args.admin_addr, tls, limits).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -3,6 +3,7 @@
 mod check;
 mod controller;
 mod crd;
+mod limits;
 mod receive;
 mod render;
 mod report;

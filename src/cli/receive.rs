@@ -12,11 +12,14 @@ use std::time::Duration;
 use clap::Args;
 
 use super::controller::{Logging, runtime};
+use super::limits::LimitArgs;
+use crate::conn::Limits;
 use crate::intake::Counted;
 use crate::intake::https::{self, Settings};
 use crate::intake::imap;
 use crate::intake::kube::KubeSink;
 use crate::metrics::ReportMetrics;
+use crate::model::rotation::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
@@ -36,12 +39,11 @@ pub struct ReceiveArgs {
     /// pod network. Repeat or separate with commas.
     #[arg(long, env = "MAILSEC_TRUSTED_PROXY", value_delimiter = ',')]
     trusted_proxy: Vec<ipnet::IpNet>,
-    /// Connections served at once; more wait.
-    #[arg(long, env = "MAILSEC_MAX_CONNECTIONS", default_value_t = 1024)]
-    max_connections: usize,
-    /// Seconds a client has to send its request headers, and then its report.
-    #[arg(long, env = "MAILSEC_REQUEST_TIMEOUT", default_value_t = 10)]
-    request_timeout: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Time a client has to send its report once its headers are in (408 after it).
+    #[arg(long, env = "MAILSEC_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
     #[command(flatten)]
     imap: ImapArgs,
     #[command(flatten)]
@@ -116,14 +118,15 @@ impl ImapArgs {
 
 pub fn run(args: ReceiveArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     args.logging.init();
-    let timeout = Duration::from_secs(args.request_timeout.max(1));
+    let connections = args.limits.limits(Limits {
+        body_timeout: args.body_timeout,
+        ..Limits::receive()
+    })?;
     let settings = Settings {
         per_minute: args.per_minute,
         burst: args.burst,
         trusted_proxies: args.trusted_proxy,
-        max_connections: args.max_connections,
-        header_timeout: timeout,
-        body_timeout: timeout.saturating_mul(3),
+        connections,
         ..Settings::default()
     };
     let imap = args.imap.config()?;
@@ -140,9 +143,8 @@ pub fn run(args: ReceiveArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(metrics.clone()),
         ));
         let store = crate::serve::maildomain_store(client.clone(), ready);
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| format!("{}: {e}", args.listen))?;
+        let listener =
+            crate::conn::bind(args.listen).map_err(|e| format!("{}: {e}", args.listen))?;
         tracing::info!(listen = %args.listen, "report receiver on");
         let sink = Arc::new(KubeSink::new(client, store, metrics.clone()));
         if let Some(config) = imap {

@@ -3,9 +3,8 @@
 //! [`Sink`] stored the report (201 new, 200 already stored); everything else is refused with
 //! a stable reason in the body and in the metrics, after a bounded amount of work:
 //!
-//! - connections: at most `max_connections` at once (more wait in the listen backlog), request
-//!   headers within `header_timeout` or the connection is closed, bodies within
-//!   `body_timeout` (408);
+//! - connections: bounded by `crate::conn` (how many, stalled or oversize heads, idle and
+//!   long-lived connections), bodies within `body_timeout` (408);
 //! - per client address: a token bucket of `per_minute` requests with `burst` (429 and
 //!   `Retry-After`); behind a proxy in `trusted_proxies` the client is the last untrusted
 //!   address of `X-Forwarded-For`;
@@ -14,7 +13,7 @@
 //!
 //! TLS is the Ingress's or the Gateway's (the receiver speaks plain HTTP behind it).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +26,11 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
 
 use super::{Incoming, Raw, Sink, StoreError, Stored, Via};
+use crate::conn::{self, Peer, Transport};
 use crate::metrics::ReportMetrics;
 use crate::report::{self, Limits, ReportError};
 
@@ -46,9 +43,8 @@ pub struct Settings {
     pub burst: NonZeroU32,
     /// Proxies (the Ingress controller) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
+    /// Connections, and the time a report's body has.
+    pub connections: conn::Limits,
     /// Reports parsed at once.
     pub parsers: usize,
 }
@@ -60,9 +56,7 @@ impl Default for Settings {
             per_minute: NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN),
             burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
             trusted_proxies: Vec::new(),
-            max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
+            connections: conn::Limits::receive(),
             parsers: 4,
         }
     }
@@ -79,11 +73,7 @@ struct App<S> {
     metrics: Arc<ReportMetrics>,
 }
 
-/// The peer address of a connection, for the handler.
-#[derive(Clone, Copy)]
-struct Peer(SocketAddr);
-
-/// Serves the receiver on `listener` until it fails.
+/// Serves the receiver on `listener` until the process ends.
 pub async fn serve<S: Sink + 'static>(
     listener: tokio::net::TcpListener,
     sink: S,
@@ -91,8 +81,8 @@ pub async fn serve<S: Sink + 'static>(
     metrics: Arc<ReportMetrics>,
 ) -> std::io::Result<()> {
     let quota = Quota::per_minute(settings.per_minute).allow_burst(settings.burst);
-    let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
-    let header_timeout = settings.header_timeout;
+    let limits = settings.connections.clone();
+    let connections = metrics.connections.clone();
     let app = Arc::new(App {
         sink,
         parsers: Semaphore::new(settings.parsers.max(1)),
@@ -113,33 +103,8 @@ pub async fn serve<S: Sink + 'static>(
         }
     });
     let router = Router::new().fallback(receive::<S>).with_state(app);
-    loop {
-        // Wait for a free slot before accepting: excess connections wait in the backlog.
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(router.clone().layer(Extension(Peer(peer))));
-        tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024);
-            if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
-                tracing::debug!(%peer, "connection: {e}");
-            }
-            drop(permit);
-        });
-    }
+    conn::serve(listener, Transport::Plain, router, limits, connections).await;
+    Ok(())
 }
 
 /// The client of a request: the peer, or behind a trusted proxy the last untrusted address
@@ -228,7 +193,7 @@ async fn receive<S: Sink + 'static>(
         _ => limits.max_uncompressed,
     };
     let read = http_body_util::Limited::new(body, limit).collect();
-    let bytes = match tokio::time::timeout(app.settings.body_timeout, read).await {
+    let bytes = match tokio::time::timeout(app.settings.connections.body_timeout, read).await {
         Err(_) => {
             return refused(
                 StatusCode::REQUEST_TIMEOUT,

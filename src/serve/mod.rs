@@ -19,44 +19,71 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::api::Guarded;
+use crate::conn::{Limits, Transport};
 use crate::domain::mtasts::WELL_KNOWN_PATH;
 use crate::domain::name::DomainName;
+use crate::metrics::{ConnectionMetrics, ServeMetrics};
 use crate::model::claim::{self, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-    #[error("policy server stopped: {0}")]
-    Server(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
 
 /// Runs the policy server on `listen` (over TLS when `tls` is set) and the admin endpoints on
-/// `admin`.
+/// `admin`, with the default [`Limits`].
 pub async fn run(
     client: Client,
     listen: SocketAddr,
     admin: SocketAddr,
     tls: Option<tls::Source>,
 ) -> Result<(), ServeError> {
+    run_with(client, listen, admin, tls, Limits::serve()).await
+}
+
+/// [`run`] within `limits`.
+pub async fn run_with(
+    client: Client,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    tls: Option<tls::Source>,
+    limits: Limits,
+) -> Result<(), ServeError> {
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(ServeMetrics::default());
     let admin_listener = tokio::net::TcpListener::bind(admin)
         .await
         .map_err(|e| ServeError::Bind(admin, e))?;
-    tokio::spawn(crate::admin::serve(admin_listener, ready.clone(), None));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        ready.clone(),
+        Some(metrics.clone()),
+    ));
     let index = PolicyIndex::default();
     let _store = watch_maildomains(client.clone(), ready, Some(index.clone()));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| ServeError::Bind(listen, e))?;
-    match tls {
-        Some(source) => Ok(tls::serve(listener, router(index), source, Some(client)).await?),
-        None => axum::serve(listener, router(index))
-            .await
-            .map_err(ServeError::Server),
-    }
+    let listener = crate::conn::bind(listen).map_err(|e| ServeError::Bind(listen, e))?;
+    let tls = tls.map(|source| (source, Some(client)));
+    serve_index(listener, index, tls, limits, metrics.connections.clone()).await
+}
+
+/// Serves the policies of `index` on `listener` (over TLS with `tls`) until the process ends:
+/// what [`run`] does once it watches, and what tests and benchmarks run without a cluster.
+pub async fn serve_index(
+    listener: tokio::net::TcpListener,
+    index: PolicyIndex,
+    tls: Option<(tls::Source, Option<Client>)>,
+    limits: Limits,
+    metrics: Arc<ConnectionMetrics>,
+) -> Result<(), ServeError> {
+    let transport = match tls {
+        Some((source, client)) => Transport::Tls(tls::acceptor(source, client).await?),
+        None => Transport::Plain,
+    };
+    crate::conn::serve(listener, transport, router(index), limits, metrics).await;
+    Ok(())
 }
 
 /// A watch cache of every MailDomain; `ready` turns true once it has listed them all. Also

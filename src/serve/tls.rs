@@ -7,10 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -94,13 +90,12 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
-/// Serves `router` over TLS on `listener` until the listener fails.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
+/// A TLS acceptor with the certificate of `source`; a background task reloads it every
+/// minute. HTTP/1.1 only (ALPN `http/1.1`), as `crate::conn` serves it.
+pub async fn acceptor(
     source: Source,
     client: Option<Client>,
-) -> Result<(), TlsError> {
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let first = load(&source, client.as_ref()).await?;
     let resolver = Arc::new(Reloading(RwLock::new(first)));
     let reloader = resolver.clone();
@@ -119,38 +114,33 @@ pub async fn serve(
             }
         }
     });
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| TlsError::Key("TLS configuration".into(), e.to_string()))?
     .with_no_client_auth()
     .with_cert_resolver(resolver);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            // A handshake that never completes must not hold a task forever.
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake: {e}"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                };
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, "connection: {e}");
-            }
-        });
-    }
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `router` over TLS on `listener` with the default limits, until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    source: Source,
+    client: Option<Client>,
+) -> Result<(), TlsError> {
+    let acceptor = acceptor(source, client).await?;
+    let metrics = Arc::new(crate::metrics::ConnectionMetrics::default());
+    crate::conn::serve(
+        listener,
+        crate::conn::Transport::Tls(acceptor),
+        router,
+        crate::conn::Limits::serve(),
+        metrics,
+    )
+    .await;
+    Ok(())
 }

@@ -157,3 +157,15 @@ readinessProbe:
   timeoutSeconds: 3
   failureThreshold: 3
 {{- end }}
+
+{{/* The connection bounds of a public endpoint (serve.limits, reports.receiver.limits) as
+`mailsec serve` and `mailsec receive` flags. int64: helm reads numbers as floats, and a float
+of a million would print as 1e+06. */}}
+{{- define "mailsec-operator.limitArgs" -}}
+- --max-connections={{ int64 .maxConnections }}
+- --header-timeout={{ .headerTimeout }}
+- --idle-timeout={{ .idleTimeout }}
+- --max-header-bytes={{ int64 .maxHeaderBytes }}
+- --max-requests-per-connection={{ int64 .maxRequestsPerConnection }}
+- --max-connection-age={{ .maxConnectionAge }}
+{{- end }}
