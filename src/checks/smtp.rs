@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// A successful handshake.
@@ -127,15 +127,22 @@ async fn starttls(
         Ok(Ok(tcp)) => tcp,
     };
     let mut conn = BufReader::new(tcp);
-    let greeting = within(timeout, label, reply(&mut conn, label)).await?;
+    negotiate(&mut conn, label, timeout).await?;
+    Ok(conn.into_inner())
+}
+
+/// The SMTP part of [`starttls`] on any stream: greeting, EHLO, STARTTLS offered and accepted.
+/// Generic so the fuzz targets (fuzz/) can drive it with the peer's bytes from memory.
+#[doc(hidden)]
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    label: &str,
+    timeout: Duration,
+) -> Result<(), SmtpError> {
+    let greeting = within(timeout, label, reply(conn, label)).await?;
     expect(&greeting, "220", label, "as greeting")?;
-    within(
-        timeout,
-        label,
-        send(&mut conn, "EHLO mailsec.check\r\n", label),
-    )
-    .await?;
-    let ehlo = within(timeout, label, reply(&mut conn, label)).await?;
+    within(timeout, label, send(conn, "EHLO mailsec.check\r\n", label)).await?;
+    let ehlo = within(timeout, label, reply(conn, label)).await?;
     expect(&ehlo, "250", label, "to EHLO")?;
     if !ehlo.iter().any(|l| {
         l.get(4..)
@@ -143,10 +150,9 @@ async fn starttls(
     }) {
         return Err(SmtpError::NoStartTls(label.to_owned()));
     }
-    within(timeout, label, send(&mut conn, "STARTTLS\r\n", label)).await?;
-    let ready = within(timeout, label, reply(&mut conn, label)).await?;
-    expect(&ready, "220", label, "to STARTTLS")?;
-    Ok(conn.into_inner())
+    within(timeout, label, send(conn, "STARTTLS\r\n", label)).await?;
+    let ready = within(timeout, label, reply(conn, label)).await?;
+    expect(&ready, "220", label, "to STARTTLS")
 }
 
 /// After a failed modern handshake: the old TLS version the host speaks, if it speaks one.
@@ -205,7 +211,11 @@ fn classify(host: &str, error: &std::io::Error) -> SmtpError {
     }
 }
 
-async fn send(conn: &mut BufReader<TcpStream>, line: &str, label: &str) -> Result<(), SmtpError> {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    line: &str,
+    label: &str,
+) -> Result<(), SmtpError> {
     conn.get_mut()
         .write_all(line.as_bytes())
         .await
@@ -217,13 +227,18 @@ async fn send(conn: &mut BufReader<TcpStream>, line: &str, label: &str) -> Resul
 }
 
 /// One (possibly multi-line) reply; lines are bounded so a hostile peer cannot grow memory.
-async fn reply(conn: &mut BufReader<TcpStream>, label: &str) -> Result<Vec<String>, SmtpError> {
-    let mut lines = Vec::new();
+/// Each line must start with the reply's code (RFC 5321 §4.2.1: the same on every line); the
+/// text after it may be any bytes (servers send Latin-1), read lossily.
+async fn reply<S: AsyncRead + Unpin>(
+    conn: &mut BufReader<S>,
+    label: &str,
+) -> Result<Vec<String>, SmtpError> {
+    let mut lines: Vec<String> = Vec::new();
     loop {
-        let mut line = String::new();
+        let mut raw = Vec::new();
         let n = (&mut *conn)
             .take(1024)
-            .read_line(&mut line)
+            .read_until(b'\n', &mut raw)
             .await
             .map_err(|e| SmtpError::Protocol {
                 host: label.to_owned(),
@@ -237,7 +252,18 @@ async fn reply(conn: &mut BufReader<TcpStream>, label: &str) -> Result<Vec<Strin
                 when: "mid-reply",
             });
         }
-        let line = line.trim_end().to_owned();
+        let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+        let code = line
+            .get(..3)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()));
+        let first = lines.first().and_then(|l| l.get(..3));
+        if code.is_none() || (first.is_some() && code != first) {
+            return Err(SmtpError::Protocol {
+                host: label.to_owned(),
+                line,
+                when: "as a reply line (a 3-digit code, the same on every line of a reply)",
+            });
+        }
         let last = line.as_bytes().get(3) != Some(&b'-');
         lines.push(line);
         if last || lines.len() > 100 {
@@ -254,5 +280,49 @@ fn expect(reply: &[String], code: &str, label: &str, when: &'static str) -> Resu
             line: other.cloned().unwrap_or_default(),
             when,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn talk(peer: &[u8]) -> (Result<(), SmtpError>, Vec<u8>) {
+        let mut sent = Vec::new();
+        let mut conn = BufReader::new(tokio::io::join(peer, &mut sent));
+        let result = negotiate(&mut conn, "mx.example.com", Duration::from_secs(5)).await;
+        drop(conn);
+        (result, sent)
+    }
+
+    /// fuzz/fuzz_targets/smtp_reply.rs found a "greeting" of 250 lines and code-less lines
+    /// ending in one `220 ` line taken as a 220 greeting (only the last line was read); this
+    /// is its 2 KB crasher cut down by hand.
+    #[tokio::test]
+    async fn every_line_of_a_reply_has_its_code() {
+        let mixed: &[u8] =
+            b"250-T\0PIPEAJININGG\r\n0%x-Sle.\r\n220 x\r\n250 STARTTLS\r\n220 go\r\n";
+        let (result, sent) = talk(mixed).await;
+        assert!(
+            matches!(&result, Err(SmtpError::Protocol { line, .. }) if line == "0%x-Sle."),
+            "{result:?}"
+        );
+        assert!(sent.is_empty());
+        let codeless: &[u8] = b"220-mx\r\nabc\r\n";
+        assert!(matches!(
+            talk(codeless).await.0,
+            Err(SmtpError::Protocol { .. })
+        ));
+    }
+
+    /// Found with the same target: reply text that is not UTF-8 (a Latin-1 greeting) failed
+    /// the probe with "stream did not contain valid UTF-8".
+    #[tokio::test]
+    async fn reply_text_need_not_be_utf8() {
+        let peer: &[u8] =
+            b"220 mx.example.com ESMTP Gr\xfc\xdfe\r\n250-mx\xe9\r\n250 STARTTLS\r\n220 pr\xeat\r\n";
+        let (result, sent) = talk(peer).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(sent, b"EHLO mailsec.check\r\nSTARTTLS\r\n");
     }
 }
