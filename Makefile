@@ -17,7 +17,7 @@
 #   make test-kills    the SIGKILL test's long form: the controller killed at KILL_POINTS=100 random points
 #   make bench-serve   the policy server at BENCH_SERVE_DOMAINS=10000 policies beside nginx: wrk req/s, p99, ratio
 #   make fuzz    every fuzz target (fuzz/) for FUZZ_RUNS executions each (default 10,000,000)
-#   make fuzz-smoke   every fuzz target for 100k executions or 20 s (not yet in `make test`: ~20 min cold build)
+#   make fuzz-smoke   every fuzz target for 100k executions or 20 s; part of `make test`
 #   make crds    regenerate crds/ and the chart's copy from the code (`mailsec crd`)
 
 SHELL := bash
@@ -68,7 +68,7 @@ integration: tools
 	MAILSEC_ENV_DIR="$(TEST_ENV_DIR)" scripts/with-env.sh \
 	  timeout -k 30 $(TEST_TIMEOUT) cargo test --all-targets
 
-test: tools lint env-lifecycle integration
+test: tools lint env-lifecycle integration fuzz-smoke
 
 # Fuzzing (scripts/fuzz.sh; cargo-fuzz from scripts/tools.d/cargo-fuzz.sh). On the project's
 # stable toolchain with `--sanitizer none`: sanitizers need nightly, which rustup cannot install
@@ -76,8 +76,8 @@ test: tools lint env-lifecycle integration
 # `unsafe_code = forbid`, so AddressSanitizer would watch only dependencies. libFuzzer's
 # coverage instrumentation is stable rustc flags; panics, overflows (debug assertions on),
 # timeouts and the RSS limit are what the targets catch. One target at a time: 2 cores.
-# fuzz-smoke is not part of `make test` yet: the fuzz build is a second build of the crate and
-# its dependencies with coverage instrumentation, ~20 minutes cold on 2 cores.
+# fuzz-smoke in `make test` costs a second, instrumented build of the crate and its
+# dependencies (the larger part of its time when cold).
 FUZZ_RUNS ?=
 FUZZ_RSS_MB ?= 1024
 
