@@ -76,7 +76,8 @@ impl Rng {
     }
 }
 
-/// The policy id of a served policy file (the id is derived from the file's bytes).
+/// The policy id of a served policy file: 128 bits of SHA-256 of its bytes, as 32 hex digits,
+/// computed here rather than by `Policy::id` so that the operator's own derivation is checked.
 fn id_of(policy: &str) -> String {
     Sha256::digest(policy.as_bytes())
         .iter()
@@ -195,6 +196,8 @@ async fn killed_at_random_points_it_converges_exactly() {
         None,
     ));
     support::wait_ready(admin).await;
+    let policy_server = format!("http://{listen}");
+    let with_policy_server = ["--policy-server-url", policy_server.as_str()];
     let domains: Vec<String> = (0..DOMAINS)
         .map(|i| format!("kill{i}-{}.{}", random_suffix(), env.dns.zone))
         .collect();
@@ -293,12 +296,7 @@ async fn killed_at_random_points_it_converges_exactly() {
             }
         }
         wanted[i] = w;
-        let controller = Controller::start(
-            env,
-            &n,
-            &log,
-            &["--policy-server-url", &format!("http://{listen}")],
-        );
+        let controller = Controller::start(env, &n, &log, &with_policy_server);
         // Up to 3 s: from before the controller has listed anything to well into its work.
         tokio::time::sleep(Duration::from_millis(rng.next() % 3000)).await;
         controller.kill();
@@ -313,12 +311,7 @@ async fn killed_at_random_points_it_converges_exactly() {
     );
 
     // To the end: the desired state, exactly.
-    let controller = Controller::start(
-        env,
-        &n,
-        &log,
-        &["--policy-server-url", &format!("http://{listen}")],
-    );
+    let controller = Controller::start(env, &n, &log, &with_policy_server);
     let deadline = Instant::now() + Duration::from_secs(120);
     let converged = loop {
         let mut done = true;

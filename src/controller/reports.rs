@@ -64,9 +64,8 @@ pub async fn run(
     let _ = ctx.reports.wait_until_ready().await;
     let any = ctx
         .reports
-        .state()
-        .iter()
-        .any(|r| r.owner_references().iter().any(|o| o.uid == uid));
+        .find(|r| r.owner_references().iter().any(|o| o.uid == uid))
+        .is_some();
     let mut owned: Vec<TLSReport> = if any {
         api.list(&ListParams::default().labels(&selector))
             .await?

@@ -370,12 +370,10 @@ impl Hetzner {
                 On::Zone,
             )
             .await?;
+        // Any error keeps the zone unsettled: the next pass lists what is still running (an
+        // Action that ended in `error` changed nothing and is no longer listed).
         for action in parse::<ActionList>(&body, "actions")?.actions {
-            // An earlier change that fails now changed nothing: the read after sees that.
-            match self.wait(action, "an earlier change").await {
-                Ok(()) | Err(DnsError::Server(_)) => {}
-                Err(e) => return Err(e),
-            }
+            self.wait(action, "an earlier change").await?;
         }
         if let Ok(mut u) = self.unsettled.lock() {
             u.remove(&info.id);

@@ -36,14 +36,16 @@ pub enum Fault {
     Slow,
 }
 
-const FAULTS: [Fault; 6] = [
-    Fault::ServerError,
-    Fault::Throttled,
-    Fault::ResetBefore,
-    Fault::Stall,
-    Fault::ResetAfterApplied,
-    Fault::Slow,
-];
+impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::ServerError,
+        Fault::Throttled,
+        Fault::ResetBefore,
+        Fault::Stall,
+        Fault::ResetAfterApplied,
+        Fault::Slow,
+    ];
+}
 
 #[derive(Debug)]
 struct Dropped;
@@ -90,7 +92,7 @@ impl Inner {
         if !self.on.load(Ordering::Relaxed) || self.next() % 1000 >= self.rate {
             return None;
         }
-        let fault = FAULTS[(self.next() % FAULTS.len() as u64) as usize];
+        let fault = Fault::ALL[(self.next() % Fault::ALL.len() as u64) as usize];
         if let Ok(mut faults) = self.faults.lock() {
             faults.push(fault);
         }
@@ -107,7 +109,7 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` (`http://host:port`) that faults `percent` % of requests.
-    pub async fn start_owned(upstream: String, percent: u64, seed: u64) -> FaultProxy {
+    pub async fn start(upstream: &str, percent: u64, seed: u64) -> FaultProxy {
         mailsec_operator::dns::http::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
