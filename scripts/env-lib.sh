@@ -23,7 +23,8 @@ show_logs() {
   local lines=$1 c
   shift
   for c in "$@"; do
-    [ -s "$STATE/logs/$c.log" ] || continue
+    [ -e "$STATE/logs/$c.log" ] || continue
+    if [ ! -s "$STATE/logs/$c.log" ]; then log "---- $STATE/logs/$c.log is empty ----"; continue; fi
     log "---- last lines of $STATE/logs/$c.log ----"
     tail -n "$lines" "$STATE/logs/$c.log" >&2
   done

@@ -135,6 +135,8 @@ fail_start() {
   show_logs 25 "${COMPONENTS[@]}"
   stop_components
   log "processes stopped; logs kept in $STATE (scripts/env-down.sh removes it)"
+  # Again last: CI shows the tail of the output, and the logs above push the first line out.
+  log "error: $*"
   exit 1
 }
 
