@@ -133,6 +133,10 @@ print_env() { cat "$STATE/env"; }
 fail_start() {
   log "error: $*"
   show_logs 25 "${COMPONENTS[@]}"
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    [ -n "$(recorded_pid "$c")" ] && log "$c: $(process_state "$c")"
+  done
   stop_components
   log "processes stopped; logs kept in $STATE (scripts/env-down.sh removes it)"
   # Again last: CI shows the tail of the output, and the logs above push the first line out.
@@ -140,6 +144,23 @@ fail_start() {
   exit 1
 }
 
+
+# answers_within <seconds> <component> <command...>: polls the command for at most that long
+# while the component runs; fails when it never succeeds.
+answers_within() {
+  local deadline=$((SECONDS + $1)) comp=$2; shift 2
+  until "$@"; do
+    pid_is_ours "$(recorded_pid "$comp")" && [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.25
+  done
+}
+
+# process_state <component>: its process as ps sees it (state, age, the kernel function it
+# waits in), for a start that hangs.
+process_state() {
+  local pid; pid=$(recorded_pid "$1")
+  ps -o pid=,stat=,etime=,wchan:32=,args= -p "$pid" 2>/dev/null | cut -c1-200 || echo "pid $pid is gone"
+}
 
 # wait_for <component> <what> <command...>: polls until the command succeeds, bounded.
 wait_for() {
@@ -412,6 +433,13 @@ EOF
 )
 log "starting pdns_server on 127.0.0.1:$PDNS_PORT (dns), API on http://127.0.0.1:$PDNS_API_PORT"
 launch pdns "$PDNS" --config-dir="$PDNS_DIR"
+# Once in CI a pdns_server stayed silent (an empty log) and its API never answered; not seen
+# here. One that has said nothing after 20 s is shown (where it waits) and started once more.
+if ! answers_within 20 pdns pdns_api_ready && [ ! -s "$STATE/logs/pdns.log" ]; then
+  log "pdns_server has logged nothing in 20s and its API does not answer: $(process_state pdns); starting it again"
+  stop_component pdns
+  launch pdns "$PDNS" --config-dir="$PDNS_DIR"
+fi
 wait_for pdns "API answer" pdns_api_ready
 # The zone as BIND has it: SOA and NS come from the API, MX and the MX host's address here.
 PDNS_ZONE_JSON=$(cat <<EOF

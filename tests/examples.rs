@@ -248,6 +248,7 @@ fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
         "examples/providers/hetzner.yaml",
         "examples/providers/digitalocean.yaml",
         "examples/providers/azure.yaml",
+        "examples/providers/google.yaml",
         "examples/providers/cloudflare.yaml",
         "examples/providers/powerdns.yaml",
     ] {
@@ -315,6 +316,38 @@ fn azure_settings_need_exactly_one_credential() {
     let mut no_ids = secret;
     no_ids.as_object_mut().expect("object").remove("tenantId");
     assert!(errors(no_ids).contains("needs tenantId and clientId"));
+}
+
+/// The google settings take exactly one kind of credential (a key Secret or Workload
+/// Identity), and a project id, not a project number.
+#[test]
+fn google_settings_need_exactly_one_credential_and_a_project_id() {
+    use mailsec_operator::api::DNSProvider;
+    let errors = |google: serde_json::Value| {
+        let p: DNSProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mailsec.io/v1alpha1", "kind": "DNSProvider",
+            "metadata": {"name": "g", "namespace": "mail"},
+            "spec": {"type": "google", "google": google}}))
+        .expect("DNSProvider");
+        kube::core::cel::validate_cel(&p).map_err(|e| format!("{e:?}"))
+    };
+    let key = serde_json::json!({"project": "my-project",
+        "serviceAccountKeySecretRef": {"name": "google-dns", "key": "key.json"}});
+    assert_eq!(errors(key.clone()), Ok(()));
+    assert_eq!(
+        errors(serde_json::json!({"project": "my-project", "workloadIdentity": true})),
+        Ok(())
+    );
+    let mut both = key.clone();
+    both["workloadIdentity"] = serde_json::json!(true);
+    let e = errors(both).expect_err("both");
+    assert!(e.contains("set either serviceAccountKeySecretRef"), "{e}");
+    let e = errors(serde_json::json!({"project": "my-project"})).expect_err("neither");
+    assert!(e.contains("set either serviceAccountKeySecretRef"), "{e}");
+    let mut number = key;
+    number["project"] = serde_json::json!("123456789012");
+    let e = errors(number).expect_err("a project number");
+    assert!(e.contains("project must be a project id"), "{e}");
 }
 
 /// examples/dkim/: the managed-keys MailDomain renders (its keys pending generation) and

@@ -41,7 +41,7 @@ pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
     /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API), `route53`
     /// (Amazon Route 53), `hetzner` (Hetzner's Cloud DNS API), `digitalocean` (the
-    /// DigitalOcean v2 API), `azure` (Azure DNS) or `manual` (write nothing; status lists the
+    /// DigitalOcean v2 API), `azure` (Azure DNS), `google` (Google Cloud DNS) or `manual` (write nothing; status lists the
     /// records to publish by hand). The settings block named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
@@ -66,6 +66,9 @@ pub struct ProviderSettings {
     /// Settings of the azure provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureSpec>,
+    /// Settings of the google provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -98,11 +101,12 @@ pub enum ProviderType {
     #[serde(rename = "digitalocean")]
     DigitalOcean,
     Azure,
+    Google,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 8] = [
+    pub const ALL: [ProviderType; 9] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
         ProviderType::Cloudflare,
@@ -110,6 +114,7 @@ impl ProviderType {
         ProviderType::Hetzner,
         ProviderType::DigitalOcean,
         ProviderType::Azure,
+        ProviderType::Google,
         ProviderType::Manual,
     ];
 
@@ -123,6 +128,7 @@ impl ProviderType {
             ProviderType::Hetzner => "hetzner",
             ProviderType::DigitalOcean => "digitalocean",
             ProviderType::Azure => "azure",
+            ProviderType::Google => "google",
             ProviderType::Manual => "manual",
         }
     }
@@ -330,6 +336,42 @@ pub struct AzureSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("authorityHost must be an http:// or https:// URL without a path"))]
     pub authority_host: Option<String>,
+}
+
+/// Google Cloud DNS settings (a public managed zone of a Google Cloud project). Credentials,
+/// one of: a service-account key (`serviceAccountKeySecretRef`: the JSON key file as Google
+/// issues it), or GKE Workload Identity (`workloadIdentity: true`: tokens from the GKE
+/// metadata server for the controller's ServiceAccount, which is granted the role as a
+/// principal or acts as a Google service account named in its `iam.gke.io/gcp-service-account`
+/// annotation). The identity needs roles/dns.admin on the project (or on the managed zone, plus
+/// dns.managedZones.list when managedZone is not set).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.serviceAccountKeySecretRef) != (has(self.workloadIdentity) && self.workloadIdentity)").message("set either serviceAccountKeySecretRef or workloadIdentity: true"))]
+pub struct GoogleSpec {
+    /// The project id that holds the managed zone, e.g. `my-project`.
+    #[schemars(length(min = 6, max = 30))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]*[a-z0-9]$')").message("project must be a project id (lower-case letters, digits, hyphens), not its number or display name"))]
+    pub project: String,
+    /// The managed zone's name (not its DNS name), used for every zone of this provider.
+    /// Unless set, each zone's public managed zone is found by its DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([a-z0-9-]*[a-z0-9])?$')").message("managedZone must be a managed zone name (lower-case letters, digits, hyphens)"))]
+    pub managed_zone: Option<String>,
+    /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
+    /// namespace) holding a service-account JSON key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_key_secret_ref: Option<SecretKeyRef>,
+    /// Use GKE Workload Identity (the metadata server's token) instead of a key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workload_identity: bool,
+    /// The Cloud DNS API's base URL; `https://dns.googleapis.com` unless set (for a proxy or
+    /// a private endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+/?$')").message("endpoint must be an http:// or https:// URL without a path"))]
+    pub endpoint: Option<String>,
 }
 
 fn default_server_id() -> String {

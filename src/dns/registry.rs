@@ -7,6 +7,7 @@ use super::azure::Azure;
 use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
 use super::digitalocean::DigitalOcean;
+use super::google::Google;
 use super::hetzner::Hetzner;
 use super::powerdns::PowerDns;
 use super::rfc2136::Rfc2136;
@@ -52,6 +53,11 @@ pub async fn connect(
         ),
         t @ ProviderType::Azure => Arc::new(
             Azure::from_spec(settings.azure.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::Google => Arc::new(
+            Google::from_spec(settings.google.as_ref().ok_or(missing(t))?, secrets)
                 .await?
                 .with_meter(meter),
         ),
