@@ -1,10 +1,11 @@
 //! The provider contract: one set of scenarios, run through the DNS stage of the controller
 //! (`publish::run`: read, plan, apply) against every backend, each against a real server of
 //! the test environment where one exists: rfc2136 against BIND 9 and against Knot DNS,
-//! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), and cloudflare,
-//! hetzner, digitalocean and azure against the stateful fakes of their APIs in `support/` (no such
-//! server runs outside those companies; each fake says which documented behaviours it
-//! reproduces).
+//! powerdns against PowerDNS Authoritative (its HTTP API, sqlite3 backend), google against
+//! Google's own in-memory Cloud DNS server (`LocalDnsHelper`) and against our fake of what that
+//! one does not check, and cloudflare, hetzner, digitalocean and azure against the stateful
+//! fakes of their APIs in `support/` (no such server runs outside those companies; each fake
+//! says which documented behaviours it reproduces).
 //! Foreign values are written through a side door (nsupdate, the PowerDNS API directly, the
 //! fake's state) and checked with `dig` against the real servers, an implementation that is
 //! not ours, or in the fake's records.
@@ -27,6 +28,7 @@ use mailsec_operator::dns::backend::DnsBackend;
 use mailsec_operator::dns::cloudflare::Cloudflare;
 use mailsec_operator::dns::content::value_of as content_value;
 use mailsec_operator::dns::digitalocean::DigitalOcean;
+use mailsec_operator::dns::google::{self, Google};
 use mailsec_operator::dns::hetzner::Hetzner;
 use mailsec_operator::dns::ownership::Owner;
 use mailsec_operator::dns::plan::{Policy, Settings};
@@ -46,6 +48,20 @@ enum SideDoor {
     Hetzner(support::hetzner::Fake),
     DigitalOcean(support::digitalocean::Fake),
     Azure(support::azure::Fake),
+    /// The Cloud DNS API itself (Google's server or our fake), kept running by `_server`.
+    Google {
+        api: support::google::Api,
+        _server: GoogleServer,
+    },
+}
+
+/// What serves a google subject.
+#[allow(dead_code)] // held for their Drop: the processes and listeners live as long as it
+enum GoogleServer {
+    /// Google's LocalDnsHelper; our fake only as the metadata server that hands out tokens
+    /// (LocalDnsHelper checks none).
+    Local(support::google::LocalDns, support::google::Fake),
+    Fake(support::google::Fake),
 }
 
 /// One backend against one server.
@@ -105,12 +121,59 @@ fn azure_as(fake: &support::azure::Fake, credential: Credential) -> Azure {
     .expect("azure")
 }
 
+/// The google backend against our fake, with the fake's service-account key (the JWT route).
+fn google_fake(fake: &support::google::Fake) -> Google {
+    let key = google::Credential::service_account(&fake.service_account_key).expect("key file");
+    Google::new(&fake.url, &fake.project, key).expect("google")
+}
+
+/// Google's LocalDnsHelper with a managed zone for `zone` (a name of its own per call), the
+/// backend against it (tokens from a fake metadata server) and the side door.
+async fn google_local(zone: &str) -> (Google, SideDoor) {
+    let local = support::google::LocalDns::start();
+    let tokens = support::google::Fake::start(zone).await;
+    let managed = format!("mailsec-{}", random_suffix());
+    let api = local.api(&managed);
+    api.create_zone(&format!("{zone}.")).await;
+    let backend = Google::new(
+        &local.url,
+        &local.project,
+        google::Credential::metadata(&tokens.metadata_url),
+    )
+    .expect("google")
+    .with_managed_zone(&managed);
+    (
+        backend,
+        SideDoor::Google {
+            api,
+            _server: GoogleServer::Local(local, tokens),
+        },
+    )
+}
+
 async fn subjects(env: &TestEnv) -> Vec<Subject> {
     let fake = support::cloudflare::Fake::start(&env.dns.zone).await;
     let hz = support::hetzner::Fake::start(&env.dns.zone).await;
     let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
     let az = support::azure::Fake::start(&env.dns.zone).await;
+    let gf = support::google::Fake::start(&env.dns.zone).await;
+    let (local_google, local_side) = google_local(&env.dns.zone).await;
     vec![
+        Subject {
+            name: "google (LocalDnsHelper)",
+            backend: Arc::new(local_google),
+            dns: env.dns.clone(),
+            side: local_side,
+        },
+        Subject {
+            name: "google (fake)",
+            backend: Arc::new(google_fake(&gf)),
+            dns: env.dns.clone(),
+            side: SideDoor::Google {
+                api: gf.api(),
+                _server: GoogleServer::Fake(gf),
+            },
+        },
         Subject {
             name: "azure (fake)",
             backend: Arc::new(azure(&az, &az.client_secret)),
@@ -181,6 +244,7 @@ impl Subject {
             SideDoor::Hetzner(fake) => fake.add_raw(name, "TXT", presentation, ttl),
             SideDoor::DigitalOcean(fake) => fake.add_raw(name, presentation, ttl),
             SideDoor::Azure(fake) => fake.add_raw(name, "TXT", presentation, ttl),
+            SideDoor::Google { api, .. } => api.add_raw(name, "TXT", presentation, ttl).await,
             SideDoor::Route53(r53) => {
                 r53.add_foreign(&self.dns.zone, name, ttl, presentation)
                     .await
@@ -246,6 +310,7 @@ impl Subject {
             SideDoor::Hetzner(fake) => fake.txt(name),
             SideDoor::DigitalOcean(fake) => fake.published(name),
             SideDoor::Azure(fake) => fake.txt(name),
+            SideDoor::Google { api, .. } => api.txt(name).await,
             _ => self.dns.dig_short(name, "TXT"),
         };
         lines.sort();
@@ -268,6 +333,9 @@ impl Subject {
         }
         if let SideDoor::Azure(fake) = &self.side {
             return fake.set(name, "TXT").map(|s| s.ttl);
+        }
+        if let SideDoor::Google { api, .. } = &self.side {
+            return api.rrset(name, "TXT").await.map(|s| s.ttl);
         }
         let out = self.dns.dig(&["+noall", "+answer", name, "TXT"]);
         String::from_utf8_lossy(&out.stdout)
@@ -311,6 +379,11 @@ impl Subject {
         }
         if let SideDoor::Azure(fake) = &self.side {
             let mut v = fake.values(name);
+            v.sort();
+            return v;
+        }
+        if let SideDoor::Google { api, .. } = &self.side {
+            let mut v = api.values(name).await;
             v.sort();
             return v;
         }
@@ -367,6 +440,12 @@ impl Subject {
                         }
                     })
                     .collect(),
+                // Cloud DNS holds CNAME targets with the root dot, as they are sent.
+                SideDoor::Google { api, .. } => api
+                    .rrset(name, rtype)
+                    .await
+                    .map(|r| r.rrdatas)
+                    .unwrap_or_default(),
                 _ => {
                     let out = self.dns.dig(&["+noall", "+answer", name, rtype]);
                     String::from_utf8_lossy(&out.stdout)
@@ -397,6 +476,14 @@ impl Subject {
             SideDoor::Hetzner(fake) => fake.add_raw(name, rtype, value, 300),
             SideDoor::DigitalOcean(fake) => fake.add_record(name, rtype, value, 300),
             SideDoor::Azure(fake) => fake.add_raw(name, rtype, value, 300),
+            SideDoor::Google { api, .. } => {
+                let value = if rtype == "CNAME" {
+                    format!("{}.", value.trim_end_matches('.'))
+                } else {
+                    value.to_owned()
+                };
+                api.add_raw(name, rtype, &value, 300).await
+            }
             SideDoor::Route53(r53) => {
                 r53.add_foreign_address(&self.dns.zone, name, rtype, value)
                     .await
@@ -1477,6 +1564,7 @@ async fn requests_per_pass_create_and_no_op() {
     let hz = support::hetzner::Fake::start(&env.dns.zone).await;
     let dgo = support::digitalocean::Fake::start(&env.dns.zone).await;
     let az = support::azure::Fake::start(&env.dns.zone).await;
+    let gf = support::google::Fake::start(&env.dns.zone).await;
     let counter = Arc::new(Counter::default());
     let meter = || counter.clone() as Arc<dyn mailsec_operator::dns::backend::ApiMeter>;
     let backends: Vec<(&str, Arc<dyn DnsBackend>, u64)> = vec![
@@ -1527,6 +1615,12 @@ async fn requests_per_pass_create_and_no_op() {
             "azure",
             Arc::new(azure(&az, &az.client_secret).with_meter(meter())),
             1,
+        ),
+        (
+            // The token, then the managed zone by its DNS name, once per backend.
+            "google",
+            Arc::new(google_fake(&gf).with_meter(meter())),
+            2,
         ),
     ];
     for (name, backend, zone_lookup) in backends {
@@ -1647,6 +1741,15 @@ async fn faulty_subjects(env: &TestEnv, percent: u64, seed: u64) -> Vec<(Subject
     let p_az = proxy(&az.management_url, 6).await;
     let mut behind = az.clone();
     behind.management_url = p_az.url.clone();
+    // The API behind the proxy; the key's token_uri (the fake's own) reached directly.
+    let gf = support::google::Fake::start(&env.dns.zone).await;
+    let p_g = proxy(&gf.url, 7).await;
+    let google_behind = Google::new(
+        &p_g.url,
+        &gf.project,
+        google::Credential::service_account(&gf.service_account_key).expect("key file"),
+    )
+    .expect("google");
     let (p_cf, p_hz, p_do, p_r53, p_pdns) = (
         proxy(&cf.url, 1).await,
         proxy(&hz.url, 2).await,
@@ -1655,6 +1758,18 @@ async fn faulty_subjects(env: &TestEnv, percent: u64, seed: u64) -> Vec<(Subject
         proxy(&env.pdns.api_url, 5).await,
     );
     vec![
+        (
+            Subject {
+                name: "google (fake) behind faults",
+                backend: Arc::new(google_behind),
+                dns: env.dns.clone(),
+                side: SideDoor::Google {
+                    api: gf.api(),
+                    _server: GoogleServer::Fake(gf),
+                },
+            },
+            p_g,
+        ),
         (
             Subject {
                 name: "azure (fake) behind faults",
@@ -2199,4 +2314,235 @@ async fn azure_is_made_from_its_settings_and_secret() {
         .await
         .expect("publish");
     assert_eq!(fake.values(&name), ["v=DMARC1; p=none"]);
+}
+
+/// The google fake's error paths, each with its reason and nothing of ours written: a key
+/// Google does not know (the JWT refused at the token endpoint, the API never asked), a zone
+/// the project has no managed zone for, a quota, a rate limit longer than is waited out; a
+/// foreign write between our read and our change fails the whole change (412) and loses
+/// nothing, the next pass publishes; a short rate limit is waited out, a pending change polled
+/// until done, and the token fetched once per backend.
+#[tokio::test]
+async fn google_errors_have_their_reasons_and_write_nothing() {
+    let Some(env) = support::env() else { return };
+    let fake = support::google::Fake::start(&env.dns.zone).await;
+    let name = format!("gg-{}.{}", random_suffix(), fake.zone);
+    let marker = format!("_mailsec.{name}");
+    let desired = [record(&name, RecordKind::Spf, "v=spf1 mx -all")];
+    let desired = &desired;
+    let g_target = |backend: Google, zone: &str| target(Arc::new(backend), zone, "contract/gg");
+    let run = |t: Target| async move {
+        publish::run(&t, desired, NO_HOST, &publish::Address::None, &[]).await
+    };
+    let nothing_of_ours = || {
+        assert!(
+            !fake.values(&name).contains(&desired[0].value),
+            "nothing of ours written"
+        );
+        assert!(fake.values(&marker).is_empty(), "no marker written");
+    };
+
+    // Another key under the same account's name: the fake's token endpoint refuses the JWT.
+    let mut stranger: serde_json::Value =
+        serde_json::from_str(&fake.service_account_key).expect("key file");
+    let other = support::google::new_rsa_key();
+    stranger["private_key"] = serde_json::json!(
+        rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&other, rsa::pkcs8::LineEnding::LF)
+            .expect("pem")
+            .as_str()
+    );
+    let backend = Google::new(
+        &fake.url,
+        &fake.project,
+        google::Credential::service_account(&stranger.to_string()).expect("key file"),
+    )
+    .expect("google");
+    let err = run(g_target(backend, &fake.zone))
+        .await
+        .expect_err("a key Google does not know");
+    assert_eq!(err.category(), "DNSAuthFailed", "{err}");
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+    assert!(
+        fake.calls().is_empty(),
+        "API never asked: {:?}",
+        fake.calls()
+    );
+    nothing_of_ours();
+
+    let elsewhere = [record(
+        &format!("gg-{}.other.test", random_suffix()),
+        RecordKind::Dmarc,
+        "v=DMARC1; p=none",
+    )];
+    let t = g_target(google_fake(&fake), "other.test");
+    let err = publish::run(&t, &elsewhere, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("a zone the project does not have");
+    assert_eq!(err.category(), "DNSZoneNotFound", "{err}");
+    assert!(err.to_string().contains("other.test."), "{err}");
+
+    fake.quota(support::google::Quota {
+        total_rrdata_size_per_change: 10,
+        ..support::google::Quota::default()
+    });
+    let err = run(g_target(google_fake(&fake), &fake.zone))
+        .await
+        .expect_err("over the change size quota");
+    assert_eq!(err.category(), "DNSRefused", "{err}");
+    assert!(err.to_string().contains("quotaExceeded"), "{err}");
+    nothing_of_ours();
+    fake.quota(support::google::Quota::default());
+
+    // 429s outlasting the retries (a second each, two retries): handed back.
+    fake.throttle(10);
+    let err = run(g_target(google_fake(&fake), &fake.zone))
+        .await
+        .expect_err("throttled for longer than is waited out");
+    assert_eq!(err.category(), "DNSRateLimited", "{err}");
+    assert!(err.to_string().contains("rateLimitExceeded"), "{err}");
+    nothing_of_ours();
+    fake.throttle(0);
+
+    // The race: someone's value lands after our fresh read, before our change.
+    fake.add_raw(&name, "TXT", FOREIGN[0], 900);
+    let t = g_target(google_fake(&fake), &fake.zone);
+    fake.race_next_write(&name, "TXT", r#""late-arrival=1""#);
+    let err = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect_err("the deletion as read is stale");
+    assert_eq!(err.category(), "DNSConcurrentChange", "{err}");
+    assert!(err.to_string().contains("412"), "{err}");
+    let mut values = fake.values(&name);
+    values.sort();
+    assert_eq!(
+        values,
+        ["google-site-verification=abc123", "late-arrival=1"],
+        "theirs kept, ours not written (the marker neither: one change)"
+    );
+    assert!(fake.values(&marker).is_empty(), "no marker written");
+    // The next pass reads again and publishes beside both, its change pending for two polls.
+    fake.pending(2, std::time::Duration::ZERO);
+    let before = fake.calls().len();
+    let first = publish::run(&t, desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("the next pass");
+    let polls = fake.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("GET") && c.contains("/changes/"))
+        .count();
+    assert!(
+        polls >= 2,
+        "polled until done: {:?}",
+        &fake.calls()[before..]
+    );
+    fake.pending(0, std::time::Duration::ZERO);
+    let mut values = fake.values(&name);
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            "google-site-verification=abc123",
+            "late-arrival=1",
+            "v=spf1 mx -all"
+        ]
+    );
+    assert_eq!(
+        fake.rrset(&name, "TXT").map(|s| s.ttl),
+        Some(900),
+        "TTL kept"
+    );
+    let changes = fake.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("POST"))
+        .count();
+    assert_eq!(changes, 1, "the value and its marker in one change");
+
+    // Rate limited once: waited out, then the no-op pass reads its two names.
+    fake.throttle(1);
+    let before = fake.calls().len();
+    let again = publish::run(
+        &t,
+        desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("after a short rate limit");
+    assert_eq!(again.changes, 0);
+    assert_eq!(
+        fake.calls().len() - before,
+        3,
+        "two reads, one of them repeated after the 429: {:?}",
+        &fake.calls()[before..]
+    );
+    publish::run(&t, &[], NO_HOST, &publish::Address::None, &again.records)
+        .await
+        .expect("clean up");
+    nothing_of_ours();
+    assert_eq!(fake.values(&name).len(), 2, "theirs stay");
+    let jwt: Vec<String> = fake.token_requests();
+    assert_eq!(
+        jwt.iter().filter(|r| r.as_str() == "jwt ok").count(),
+        4,
+        "one token per backend (the unknown zone, the quota, the throttled one, the race's `t`; none for the stranger): {jwt:?}"
+    );
+    assert_eq!(jwt.first().map(String::as_str), Some("jwt invalid_grant"));
+}
+
+/// GKE Workload Identity: tokens from the metadata server (with `Metadata-Flavor: Google`),
+/// fetched once and renewed when they near their end.
+#[tokio::test]
+async fn google_works_with_workload_identity() {
+    let Some(env) = support::env() else { return };
+    let fake = support::google::Fake::start(&env.dns.zone).await;
+    fake.token_lifetime(2);
+    let backend = Google::new(
+        &fake.url,
+        &fake.project,
+        google::Credential::metadata(&fake.metadata_url),
+    )
+    .expect("google");
+    let t = target(Arc::new(backend), &fake.zone, "contract/gke");
+    let name = format!("gke-{}.{}", random_suffix(), fake.zone);
+    let desired = [record(&name, RecordKind::Dmarc, "v=DMARC1; p=none")];
+    let first = publish::run(&t, &desired, NO_HOST, &publish::Address::None, &[])
+        .await
+        .expect("publish with the metadata server's token");
+    assert_eq!(fake.values(&name), ["v=DMARC1; p=none"]);
+    assert_eq!(
+        fake.token_requests(),
+        ["metadata ok"],
+        "one token for the pass"
+    );
+    // Past half its two-second life the token is fetched again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    publish::run(
+        &t,
+        &desired,
+        NO_HOST,
+        &publish::Address::None,
+        &first.records,
+    )
+    .await
+    .expect("the next pass");
+    assert_eq!(fake.token_requests(), ["metadata ok"; 2]);
+    // Without the metadata server: an error that names it.
+    let gone = Google::new(
+        &fake.url,
+        &fake.project,
+        google::Credential::metadata("127.0.0.1:9"),
+    )
+    .expect("google");
+    let err = publish::run(
+        &target(Arc::new(gone), &fake.zone, "contract/gke"),
+        &desired,
+        NO_HOST,
+        &publish::Address::None,
+        &[],
+    )
+    .await
+    .expect_err("no metadata server");
+    assert_eq!(err.category(), "DNSUnreachable", "{err}");
+    assert!(err.to_string().contains("metadata server"), "{err}");
 }

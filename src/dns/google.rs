@@ -285,7 +285,11 @@ impl Stored {
             .unwrap_or_default();
         let rrdatas = raw["rrdatas"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Stored {
             rtype,
@@ -522,7 +526,11 @@ impl Google {
             .request(method.clone(), url.clone())
             .bearer_auth(token);
         // The path after the project, for messages.
-        let path = url.path().split("/managedZones").nth(1).unwrap_or(url.path());
+        let path = url
+            .path()
+            .split("/managedZones")
+            .nth(1)
+            .unwrap_or(url.path());
         let what = format!("google {method} managedZones{path}");
         let answer = http::send(request, body, &what).await?;
         let status = answer.status;
@@ -561,9 +569,15 @@ impl Google {
                 "{detail}: the identity needs roles/dns.admin on project {} (or on the managed zone)",
                 self.project
             )),
-            404 => DnsError::ZoneNotFound(format!(
-                "{detail}: check the project and the managed zone"
-            )),
+            // A set this change deletes as read is gone: someone deleted it meanwhile.
+            404 if message.contains("entity.change.deletions") => {
+                DnsError::ConcurrentChange(format!(
+                    "{detail}: a record set was deleted since it was read; nothing was written, the next pass reads again"
+                ))
+            }
+            404 => {
+                DnsError::ZoneNotFound(format!("{detail}: check the project and the managed zone"))
+            }
             409 | 412 => DnsError::ConcurrentChange(format!(
                 "{detail}: a record set changed since it was read; nothing was written, the next pass reads again"
             )),
@@ -678,8 +692,9 @@ impl Google {
             "kind": "dns#change", "additions": change.additions, "deletions": change.deletions,
         });
         let answer = self.call(Method::POST, &url, Some(&body)).await?;
-        let created: Value = serde_json::from_str(&answer)
-            .map_err(|e| DnsError::Server(format!("google changes.create: unreadable answer: {e}")))?;
+        let created: Value = serde_json::from_str(&answer).map_err(|e| {
+            DnsError::Server(format!("google changes.create: unreadable answer: {e}"))
+        })?;
         let id = created["id"].as_str().unwrap_or_default().to_owned();
         let mut status = created["status"].as_str().unwrap_or_default().to_owned();
         let deadline = Instant::now() + self.change_wait;
@@ -735,7 +750,9 @@ impl Google {
                 )));
             }
             let rrdatas = content::contents_for(
-                stored.iter().flat_map(|s| s.rrdatas.iter().map(String::as_str)),
+                stored
+                    .iter()
+                    .flat_map(|s| s.rrdatas.iter().map(String::as_str)),
                 &wanted.values,
             );
             let unchanged = match &stored {
@@ -878,8 +895,12 @@ impl DnsBackend for Google {
 /// The logical values of a TXT set: each rrdata's strings joined.
 fn logical(stored: Option<&Stored>) -> Option<RRset> {
     let stored = stored?;
-    let values: Vec<String> = stored.rrdatas.iter().map(|r| content::value_of(r)).collect();
-    (!values.is_empty()).then(|| RRset {
+    let values: Vec<String> = stored
+        .rrdatas
+        .iter()
+        .map(|r| content::value_of(r))
+        .collect();
+    (!values.is_empty()).then_some(RRset {
         ttl: stored.ttl,
         values,
     })
@@ -942,8 +963,10 @@ mod tests {
 
     #[test]
     fn key_files_of_other_kinds_are_refused_with_the_reason() {
-        let err = Credential::service_account(r#"{"type": "authorized_user", "client_email": "a", "private_key": "x"}"#)
-            .expect_err("user credentials");
+        let err = Credential::service_account(
+            r#"{"type": "authorized_user", "client_email": "a", "private_key": "x"}"#,
+        )
+        .expect_err("user credentials");
         assert!(err.contains("authorized_user"), "{err}");
         let err = Credential::service_account(
             r#"{"type": "service_account", "client_email": "a", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,

@@ -25,6 +25,7 @@ pub mod cloudflare;
 pub mod controller_process;
 pub mod digitalocean;
 pub mod faults;
+pub mod google;
 pub mod hetzner;
 pub mod maildomain;
 pub mod operator;
