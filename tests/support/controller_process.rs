@@ -15,13 +15,44 @@ use super::TestEnv;
 pub const BIND_PROVIDER: &str = "bind";
 
 /// The controller process, killed by its PID when dropped.
-pub struct Controller(Child);
+pub struct Controller {
+    child: Child,
+    /// Its `/livez`, `/readyz` and `/metrics`.
+    pub admin: std::net::SocketAddr,
+}
 
 impl Controller {
     /// Starts `mailsec controller` for `ns` (its own namespace and the one it watches), with
-    /// live checks asking BIND every 3 s, logging to `log`, plus `extra` arguments.
+    /// live checks asking BIND every 3 s, logging to `log`, plus `extra` arguments; without
+    /// leader election.
     pub fn start(env: &TestEnv, ns: &str, log: &Path, extra: &[&str]) -> Controller {
+        Self::spawn(env, ns, log, None, extra)
+    }
+
+    /// As [`Controller::start`], as the replica `identity` of several: it reconciles only
+    /// while it holds the Lease `mailsec-operator` in `ns`.
+    pub fn start_replica(
+        env: &TestEnv,
+        ns: &str,
+        log: &Path,
+        identity: &str,
+        extra: &[&str],
+    ) -> Controller {
+        Self::spawn(env, ns, log, Some(identity), extra)
+    }
+
+    fn spawn(
+        env: &TestEnv,
+        ns: &str,
+        log: &Path,
+        replica: Option<&str>,
+        extra: &[&str],
+    ) -> Controller {
         let admin = super::free_addr();
+        let election: &[&str] = match replica {
+            Some(identity) => &["--leader-election", "true", "--identity", identity],
+            None => &["--leader-election", "false"],
+        };
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -29,12 +60,8 @@ impl Controller {
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mailsec"))
             .args(["controller", "--namespace", ns, "--watch-namespace", ns])
-            .args([
-                "--leader-election",
-                "false",
-                "--admin-addr",
-                &admin.to_string(),
-            ])
+            .args(election)
+            .args(["--admin-addr", &admin.to_string()])
             .args([
                 "--check-resolver",
                 &env.dns.server.to_string(),
@@ -52,20 +79,39 @@ impl Controller {
             .stderr(out)
             .spawn()
             .expect("start mailsec controller");
-        Controller(child)
+        Controller { child, admin }
     }
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The sum of one metric's samples on its `/metrics` (0 while it does not answer).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let Ok(answer) = super::http_client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let text = answer.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
