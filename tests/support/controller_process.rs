@@ -88,6 +88,11 @@ impl Controller {
         let _ = self.child.wait();
     }
 
+    /// Whether the process is still running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The sum of one metric's samples on its `/metrics` (0 while it does not answer).
     pub async fn metric(&self, name: &str) -> u64 {
         let Ok(answer) = super::http_client()
@@ -118,7 +123,11 @@ impl Drop for Controller {
 /// Applies, in `ns`, the TSIG Secret and the DNSProvider [`BIND_PROVIDER`] for the
 /// environment's BIND.
 pub async fn bind_provider(env: &TestEnv, client: &Client, ns: &str) {
-    let dns = &env.dns;
+    bind_provider_for(&env.dns, client, ns).await;
+}
+
+/// As [`bind_provider`], for the server `dns` describes.
+pub async fn bind_provider_for(dns: &super::DnsSettings, client: &Client, ns: &str) {
     let apply = |value: serde_json::Value| async move {
         let kind = value["kind"].as_str().expect("kind").to_owned();
         let name = value["metadata"]["name"].as_str().expect("name").to_owned();
