@@ -21,6 +21,11 @@ pub struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabels {
     pub provider: String,
     pub result: String,
@@ -41,6 +46,9 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Requests to the Kubernetes API server, by verb.
     pub kube_requests: Family<VerbLabels, Counter>,
+    /// Failed watch steps (a watch or list refused, a connection lost, a 410 that relists),
+    /// by resource kind: each one is a pause of that watch's backoff.
+    pub watch_errors: Family<WatchLabels, Counter>,
     pub duration: Histogram,
     /// 1 while this replica reconciles (holds the Lease, or runs without leader election).
     pub leader: Gauge,
@@ -88,6 +96,12 @@ impl Default for Metrics {
             "Requests to the Kubernetes API server, by verb (watch: a watch opened)",
             kube_requests.clone(),
         );
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed watch or list steps, by resource kind (each one backs that watch off)",
+            watch_errors.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -108,6 +122,7 @@ impl Default for Metrics {
             dns_requests,
             status_writes,
             kube_requests,
+            watch_errors,
             duration,
             leader,
         }
@@ -169,7 +184,16 @@ impl Metrics {
             .inc_by(changes as u64);
     }
 
-    /// One request to a DNS server or provider API.
+    /// One failed step of the watch of `resource` (a kind).
+    pub fn watch_error(&self, resource: &str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One request to the Kubernetes API server.
     pub fn kube_request(&self, verb: &str) {
         self.kube_requests
             .get_or_create(&VerbLabels {
@@ -178,6 +202,7 @@ impl Metrics {
             .inc();
     }
 
+    /// One request to a DNS server or provider API.
     pub fn dns_request(&self, provider: &str, result: &str) {
         self.dns_requests
             .get_or_create(&DnsLabels {

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::StreamExt;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::DynamicObject;
@@ -15,6 +17,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::context::{Config, Context};
 use super::hosting;
@@ -49,6 +52,48 @@ fn lean<K: kube::Resource>(object: &mut K) {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+}
+
+/// One watch with a backoff of its own, its failures counted and logged.
+///
+/// kube-runtime's Controller has one backoff for all its trigger streams together. After an
+/// API server restart each of our watches fails at least once (a refused connection, then
+/// `410 Gone` and a relist), and every failure paused all of them, the MailDomain watch too:
+/// a new generation was seen 210 s after the restart, or not within 240 s. So each watch backs
+/// off alone (client-go's defaults: 0.8 s doubling to 30 s, reset after 120 s without
+/// failures) and the Controller's shared backoff is off (`NoSharedBackoff`).
+fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: &'static str,
+    metrics: &Arc<Metrics>,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + use<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let metrics = metrics.clone();
+    watcher(api, config)
+        .modify(lean)
+        .inspect_err(move |e| {
+            metrics.watch_error(kind);
+            tracing::warn!(kind, "watch: {e}; it backs off and resumes");
+        })
+        .default_backoff()
+}
+
+/// The Controller's backoff over all its watches together, off: each has its own (`watched`).
+struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -148,11 +193,12 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
     let (store, mds_writer) = reflector::store::<Guarded>();
     let mds = reflector(
         mds_writer,
-        watcher(
+        watched(
             scoped::<Guarded>(&client, ns),
             watcher::Config::default().any_semantic(),
-        )
-        .modify(lean),
+            "MailDomain",
+            &metrics,
+        ),
     )
     .applied_objects();
     let controller = Controller::for_stream(mds, store.clone());
@@ -170,12 +216,22 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
     let (ingresses, ingresses_writer) = reflector::store::<Ingress>();
     let services_events = reflector(
         services_writer,
-        watcher(scoped::<Service>(&client, ns), managed.clone()).modify(lean),
+        watched(
+            scoped::<Service>(&client, ns),
+            managed.clone(),
+            "Service",
+            &metrics,
+        ),
     )
     .touched_objects();
     let ingresses_events = reflector(
         ingresses_writer,
-        watcher(scoped::<Ingress>(&client, ns), managed.clone()).modify(lean),
+        watched(
+            scoped::<Ingress>(&client, ns),
+            managed.clone(),
+            "Ingress",
+            &metrics,
+        ),
     )
     .touched_objects();
     let (reports, reports_writer) = reflector::store::<PartialObjectMeta<TLSReport>>();
@@ -183,11 +239,12 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         reports_writer,
         // An Api of PartialObjectMeta asks for metadata only: the reports' bodies stay on
         // the API server.
-        watcher(
+        watched(
             scoped::<PartialObjectMeta<TLSReport>>(&client, ns),
             watcher::Config::default(),
-        )
-        .modify(lean),
+            "TLSReport",
+            &metrics,
+        ),
     )
     .touched_objects();
     let mut made = hosting::Made {
@@ -222,12 +279,14 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
         }
         let writer = reflector::store::Writer::new(resource.clone());
         let reader = writer.as_reader();
-        if resource.kind == "Certificate" {
+        let kind = if resource.kind == "Certificate" {
             made.certificates = Some(reader);
+            "Certificate"
         } else {
             made.routes = Some(reader);
-        }
-        let events = reflector(writer, watcher(api, managed.clone()).modify(lean))
+            "HTTPRoute"
+        };
+        let events = reflector(writer, watched(api, managed.clone(), kind, &metrics))
             .touched_objects()
             .boxed();
         dynamic_events.push((resource, events));
@@ -262,17 +321,21 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
     metrics.leader.set(1);
     let namespaced_events = reflector(
         namespaced_writer,
-        watcher(
+        watched(
             scoped::<DNSProvider>(&client, ns),
             watcher::Config::default(),
+            "DNSProvider",
+            &metrics,
         ),
     )
     .touched_objects();
     let cluster_events = reflector(
         cluster_writer,
-        watcher(
+        watched(
             Api::<ClusterDNSProvider>::all(client.clone()),
             watcher::Config::default(),
+            "ClusterDNSProvider",
+            &metrics,
         ),
     )
     .touched_objects();
@@ -293,11 +356,17 @@ pub async fn run(config: kube::Config, options: Options) -> Result<(), RunError>
             };
             referencing(&s2, |md| key.named_by(md))
         })
-        .watches(
-            scoped::<Secret>(&client, ns),
-            watcher::Config::default(),
+        .watches_stream(
+            watched(
+                scoped::<Secret>(&client, ns),
+                watcher::Config::default(),
+                "Secret",
+                &metrics,
+            )
+            .touched_objects(),
             move |secret| secret_readers(&s3, &providers, &secret),
         )
+        .trigger_backoff(NoSharedBackoff)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(options.reconcile_concurrency),
         )
