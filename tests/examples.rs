@@ -249,6 +249,7 @@ fn provider_examples_pass_the_cel_rules_and_a_mismatched_block_is_refused() {
         "examples/providers/digitalocean.yaml",
         "examples/providers/azure.yaml",
         "examples/providers/google.yaml",
+        "examples/providers/external-dns.yaml",
         "examples/providers/cloudflare.yaml",
         "examples/providers/powerdns.yaml",
     ] {

@@ -281,6 +281,8 @@ fn pass(md: &MailDomain, old: &MailDomainStatus, world: &World) -> MailDomainSta
                 records,
                 conflicts,
                 manual: false,
+                by_hand: Vec::new(),
+                awaiting: Vec::new(),
                 changes: 0,
             });
         }

@@ -2303,6 +2303,7 @@ async fn azure_is_made_from_its_settings_and_secret() {
         &settings,
         &Secrets(format!("{}\n", fake.client_secret)),
         Arc::new(NoMeter),
+        None,
     )
     .await
     .expect("an azure backend");

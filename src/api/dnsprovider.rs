@@ -41,8 +41,10 @@ pub struct ProviderSettings {
     /// `rfc2136` (dynamic updates signed with TSIG, e.g. BIND, Knot, PowerDNS), `powerdns` (the
     /// PowerDNS Authoritative HTTP API), `cloudflare` (the Cloudflare v4 API), `route53`
     /// (Amazon Route 53), `hetzner` (Hetzner's Cloud DNS API), `digitalocean` (the
-    /// DigitalOcean v2 API), `azure` (Azure DNS), `google` (Google Cloud DNS) or `manual` (write nothing; status lists the
-    /// records to publish by hand). The settings block named like the type is required, and only it.
+    /// DigitalOcean v2 API), `azure` (Azure DNS), `google` (Google Cloud DNS), `externalDNS`
+    /// (hand the names the operator owns alone to external-dns as DNSEndpoint objects) or
+    /// `manual` (write nothing; status lists the records to publish by hand). The settings block
+    /// named like the type is required, and only it.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Settings of the rfc2136 provider.
@@ -69,6 +71,13 @@ pub struct ProviderSettings {
     /// Settings of the google provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub google: Option<GoogleSpec>,
+    /// Settings of the externalDNS export.
+    #[serde(
+        default,
+        rename = "externalDNS",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_dns: Option<ExternalDnsSpec>,
     /// The zones this provider may write, e.g. `example.com`. A record goes to the zone with the
     /// longest matching suffix. When empty, the zone is the MailDomain's domain. MailDomains for
     /// domains outside these zones are refused.
@@ -102,11 +111,13 @@ pub enum ProviderType {
     DigitalOcean,
     Azure,
     Google,
+    #[serde(rename = "externalDNS")]
+    ExternalDns,
     Manual,
 }
 
 impl ProviderType {
-    pub const ALL: [ProviderType; 9] = [
+    pub const ALL: [ProviderType; 10] = [
         ProviderType::Rfc2136,
         ProviderType::PowerDns,
         ProviderType::Cloudflare,
@@ -115,6 +126,7 @@ impl ProviderType {
         ProviderType::DigitalOcean,
         ProviderType::Azure,
         ProviderType::Google,
+        ProviderType::ExternalDns,
         ProviderType::Manual,
     ];
 
@@ -129,6 +141,7 @@ impl ProviderType {
             ProviderType::DigitalOcean => "digitalocean",
             ProviderType::Azure => "azure",
             ProviderType::Google => "google",
+            ProviderType::ExternalDns => "externalDNS",
             ProviderType::Manual => "manual",
         }
     }
@@ -190,6 +203,27 @@ pub struct Rfc2136Spec {
     /// The Secret (in the provider's namespace; for a ClusterDNSProvider, in the operator's
     /// namespace) holding the base64 TSIG secret.
     pub tsig_secret_ref: SecretKeyRef,
+}
+
+/// The externalDNS export: the operator writes the records of the names it owns alone
+/// (`_mta-sts`, `_smtp._tls`, `_dmarc`, `<selector>._domainkey`, `<selector>._bimi` and their
+/// `_mailsec` markers) as one `externaldns.k8s.io/v1alpha1` DNSEndpoint per MailDomain, in
+/// the MailDomain's namespace and owned by it, for an external-dns with the CRD source
+/// (`--source=crd`, `--managed-record-types` including TXT) to publish. A record counts as
+/// published once `resolver` answers it. Names shared with other records (the domain itself,
+/// where SPF lives) are never exported: status lists them to publish by hand.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDnsSpec {
+    /// The DNS server whose answers say what is published, `host:port` or `host` (port 53):
+    /// the zone's primary or another authoritative server (asked without recursion), e.g.
+    /// `ns1.example.com:53`.
+    #[schemars(length(min = 1, max = 261))]
+    pub resolver: String,
+    /// Labels put on the DNSEndpoint objects, e.g. for external-dns's `--label-filter`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// PowerDNS Authoritative HTTP API settings (PowerDNS 4.1 or later).

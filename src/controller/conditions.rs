@@ -137,6 +137,8 @@ pub mod reason {
     pub const PUBLISHED: &str = "Published";
     pub const WAITING_FOR_POLICY: &str = "WaitingForPolicy";
     pub const MANUAL_PROVIDER: &str = "ManualProvider";
+    pub const PUBLISH_BY_HAND: &str = "PublishByHand";
+    pub const EXPORT_PENDING: &str = "ExportPending";
     pub const CONFLICT: &str = "Conflict";
     pub const SERVED: &str = "Served";
     pub const POLICY_PENDING: &str = "PolicyPending";
@@ -160,7 +162,7 @@ pub mod reason {
     /// a reference to make, credentials or zones to correct, someone else's record or object
     /// in the way, records to publish by hand, cert-manager to install. The DNS ones are
     /// retried, but retrying does not fix them.
-    pub const NEEDS_USER: [&str; 15] = [
+    pub const NEEDS_USER: [&str; 16] = [
         "InvalidObject",
         "InvalidSpec",
         "DomainConflict",
@@ -173,16 +175,19 @@ pub mod reason {
         "DNSProviderInvalid",
         CONFLICT,
         MANUAL_PROVIDER,
+        PUBLISH_BY_HAND,
         CERTIFICATE_CRD_MISSING,
         CERTIFICATE_CONFLICT,
         "SecretConflict",
     ];
 
     /// Every reason above, for the README test.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 23] = [
         PUBLISHED,
         WAITING_FOR_POLICY,
         MANUAL_PROVIDER,
+        PUBLISH_BY_HAND,
+        EXPORT_PENDING,
         CONFLICT,
         SERVED,
         POLICY_PENDING,

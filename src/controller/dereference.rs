@@ -203,7 +203,8 @@ pub async fn target(
                 read: Mutex::new(BTreeSet::new()),
             };
             let meter = Arc::new(Meter(ctx.metrics.clone()));
-            let made = registry::connect(&settings, &secrets, meter).await;
+            let made =
+                registry::connect(&settings, &secrets, meter, Some(ctx.client.clone())).await;
             let read = secrets.read.into_inner().unwrap_or_default();
             ctx.providers.keep(
                 key,
@@ -235,11 +236,13 @@ pub async fn target(
         SyncPolicy::UpsertOnly => Policy::UpsertOnly,
         SyncPolicy::CreateOnly => Policy::CreateOnly,
     };
+    let owner = owner(settings.owner_id.as_deref().unwrap_or(&ctx.config.owner_id));
+    let backend = backend.scoped(&owner).unwrap_or(backend);
     Ok(Target {
         backend,
         zone,
         settings: Settings {
-            owner: owner(settings.owner_id.as_deref().unwrap_or(&ctx.config.owner_id)),
+            owner,
             policy,
             adopt: md.spec.adopt_existing,
         },

@@ -75,6 +75,11 @@ pub struct Published {
     pub conflicts: Vec<String>,
     /// The provider writes nothing (`manual`): the records are for a human to publish.
     pub manual: bool,
+    /// Records the provider never writes (the externalDNS export's shared names) that DNS
+    /// does not hold yet: one line each for a human to publish.
+    pub by_hand: Vec<String>,
+    /// Records written but not yet answered by DNS (the externalDNS export): why, per record.
+    pub awaiting: Vec<String>,
     /// TXT values added or removed by this pass.
     pub changes: usize,
 }
@@ -114,9 +119,16 @@ pub async fn run(
     let had_address = before
         .iter()
         .any(|r| r.name == host && ADDRESS_TYPES.contains(&r.record_type.as_str()));
+    let backend = &target.backend;
+    // Records the backend never writes are only read: listed for a human until DNS has them.
+    let (by_hand, records): (Vec<TxtRecord>, Vec<TxtRecord>) = records
+        .iter()
+        .cloned()
+        .partition(|r| backend.refuses(&r.name, "TXT").is_some());
     let retired: Vec<(String, RecordKind)> = before
         .iter()
         .filter(|r| r.record_type == "TXT")
+        .filter(|r| backend.refuses(&r.name, "TXT").is_none())
         .filter(|r| !records.iter().any(|d| d.name == r.name))
         .filter_map(|r| {
             RecordKind::ALL
@@ -131,6 +143,7 @@ pub async fn run(
         .chain(retired.iter().map(|(n, _)| n.clone()))
         .collect();
     names.extend(names.clone().iter().map(|n| marker_name(n)));
+    names.extend(by_hand.iter().map(|r| r.name.clone()));
     let address_step =
         matches!(address, Address::Set(_)) || (had_address && *address == Address::None);
     if address_step {
@@ -138,15 +151,25 @@ pub async fn run(
     }
     names.sort();
     names.dedup();
-    let backend = &target.backend;
     let current = backend.read(&target.zone, &names).await?;
-    let plan = plan::plan(records, &retired, &current, &target.settings);
+    let plan = plan::plan(&records, &retired, &current, &target.settings);
     if !plan.operations.is_empty() && backend.writes() {
         backend
             .apply(&target.zone, &current, &plan.operations)
             .await?;
     }
     let manual = !backend.writes();
+    let written: Vec<(String, String)> = plan
+        .outcomes
+        .iter()
+        .filter(|o| !manual && matches!(o.state, State::Published | State::Pending))
+        .map(|o| (o.record.name.clone(), o.record.value.clone()))
+        .collect();
+    let unpublished = backend
+        .unpublished(&target.zone, &written)
+        .await?
+        .unwrap_or_default();
+    let mut awaiting = Vec::new();
     let mut conflicts = Vec::new();
     let mut changes = if manual { 0 } else { plan.operations.len() };
     let mut records: Vec<RecordStatus> = plan
@@ -165,7 +188,15 @@ pub async fn run(
                         backend.kind()
                     )),
                 ),
-                (State::Published | State::Pending, false) => (RecordState::Published, None),
+                (State::Published | State::Pending, false) => {
+                    match unpublished.iter().find(|(name, _)| *name == o.record.name) {
+                        Some((name, why)) => {
+                            awaiting.push(format!("{name}: {why}"));
+                            (RecordState::Pending, Some(why.clone()))
+                        }
+                        None => (RecordState::Published, None),
+                    }
+                }
             };
             RecordStatus {
                 name: o.record.name.clone(),
@@ -176,6 +207,28 @@ pub async fn run(
             }
         })
         .collect();
+    let mut by_hand_lines = Vec::new();
+    for record in &by_hand {
+        let held = current
+            .get(&record.name)
+            .is_some_and(|rr| rr.values.contains(&record.value));
+        let why = backend.refuses(&record.name, "TXT").unwrap_or_default();
+        let message = (!held).then(|| {
+            by_hand_lines.push(format!("{} TXT \"{}\" ({why})", record.name, record.value));
+            format!("publish this record by hand: {why}")
+        });
+        records.push(RecordStatus {
+            name: record.name.clone(),
+            record_type: "TXT".into(),
+            value: record.value.clone(),
+            state: if held {
+                RecordState::Published
+            } else {
+                RecordState::Pending
+            },
+            message,
+        });
+    }
     match address {
         Address::Keep(why) => records.extend(
             before
@@ -195,6 +248,16 @@ pub async fn run(
             };
             let (state, message) =
                 publish_address(target, host, want, &current, manual, &mut changes).await?;
+            if let (RecordState::Pending, Some(m), Some(set)) = (state, message.as_ref(), want)
+                && backend.refuses(host, "CNAME").is_some()
+            {
+                let values: Vec<String> = set
+                    .records()
+                    .into_iter()
+                    .map(|(t, v)| format!("{t} {v}"))
+                    .collect();
+                by_hand_lines.push(format!("{host} {} ({m})", values.join(", ")));
+            }
             if let Some(m) = message.as_ref().filter(|_| state == RecordState::Conflict) {
                 conflicts.push(m.clone());
             }
@@ -213,6 +276,8 @@ pub async fn run(
         records,
         conflicts,
         manual,
+        by_hand: by_hand_lines,
+        awaiting,
         changes,
     })
 }
@@ -249,6 +314,17 @@ async fn publish_address(
     }
     let backend = &target.backend;
     let now = backend.read_address(&target.zone, host).await?;
+    if let Some(why) = backend.refuses(host, "CNAME") {
+        // Only read: right when DNS already has what is wanted (or nothing, when none is).
+        return Ok(match address::plan(host, want, &now, true) {
+            Step::Nothing => (RecordState::Published, None),
+            _ if want.is_none() => (RecordState::Published, None),
+            _ => (
+                RecordState::Pending,
+                Some(format!("publish this record by hand: {why}")),
+            ),
+        });
+    }
     let mark = |add: bool| {
         let value = me.render();
         if add {

@@ -30,6 +30,9 @@ use crate::model::validate;
 const RESYNC: Duration = Duration::from_secs(600);
 /// How soon to look again while a Certificate is being issued.
 const CERTIFICATE_POLL: Duration = Duration::from_secs(30);
+/// How soon to look again while DNS does not answer an export yet (external-dns syncs every
+/// minute by default).
+const EXPORT_POLL: Duration = Duration::from_secs(15);
 
 pub async fn reconcile(guard: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -308,6 +311,8 @@ async fn run_stages(
     match publish_dns(md, ctx, &target, &records, (&policy_host, &address), old).await {
         Ok(published) => {
             changed |= published.changes > 0;
+            // Nothing tells when external-dns has published an export: look again soon.
+            pass.wait((!published.awaiting.is_empty()).then_some(EXPORT_POLL));
             stages.published = Some(published);
         }
         Err(e) => stop!(Stage::Dns, e),

@@ -298,6 +298,21 @@ fn dns_published(published: &Published, waiting_for_policy: bool) -> Report {
             reason::MANUAL_PROVIDER,
             "publish the records in status.records by hand".to_owned(),
         )
+    } else if !published.by_hand.is_empty() {
+        (
+            Status::False,
+            reason::PUBLISH_BY_HAND,
+            format!(
+                "the provider never writes these; publish them by hand: {}",
+                published.by_hand.join("; ")
+            ),
+        )
+    } else if !published.awaiting.is_empty() {
+        (
+            Status::False,
+            reason::EXPORT_PENDING,
+            published.awaiting.join("; "),
+        )
     } else if waiting_for_policy {
         (
             Status::False,

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
 use super::DnsError;
 use super::address::AddressSet;
+use super::ownership::Owner;
 use super::plan::{Current, Operation};
 use crate::api::SecretKeyRef;
 
@@ -43,6 +44,30 @@ pub trait DnsBackend: Send + Sync {
         operations: &'a [Operation],
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 
+    /// Why this backend never writes `record_type` records at `name`, if it does not (the
+    /// externalDNS export's shared names): such records are read, and listed for a human to
+    /// publish until DNS holds them.
+    fn refuses(&self, _name: &str, _record_type: &str) -> Option<String> {
+        None
+    }
+
+    /// For a backend whose writes another program publishes later (the externalDNS export):
+    /// which of `records` (name, value) DNS does not answer yet, each with a message. None: a
+    /// write is published when `apply` returns.
+    fn unpublished<'a>(
+        &'a self,
+        _zone: &'a str,
+        _records: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Option<Unpublished>, DnsError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The backend as one MailDomain (`owner`) uses it, when that differs (the externalDNS
+    /// export writes one object per MailDomain).
+    fn scoped(&self, _owner: &Owner) -> Option<Arc<dyn DnsBackend>> {
+        None
+    }
+
     /// The address records (CNAME, A, AAAA) at `name` in `zone`.
     fn read_address<'a>(
         &'a self,
@@ -61,6 +86,9 @@ pub trait DnsBackend: Send + Sync {
         after: &'a AddressSet,
     ) -> BoxFuture<'a, Result<(), DnsError>>;
 }
+
+/// Records (by name) that DNS does not answer yet, each with why.
+pub type Unpublished = Vec<(String, String)>;
 
 /// Where backends report every request they make to their server or API, for metrics.
 pub trait ApiMeter: Send + Sync {

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod cloudflare;
 pub mod content;
 pub mod digitalocean;
+pub mod external_dns;
 pub mod google;
 pub mod hetzner;
 pub mod http;

@@ -7,6 +7,7 @@ use super::azure::Azure;
 use super::backend::{ApiMeter, ConnectError, DnsBackend, Manual, SecretSource};
 use super::cloudflare::Cloudflare;
 use super::digitalocean::DigitalOcean;
+use super::external_dns::ExternalDns;
 use super::google::Google;
 use super::hetzner::Hetzner;
 use super::powerdns::PowerDns;
@@ -15,11 +16,12 @@ use super::route53::Route53;
 use crate::api::{ProviderSettings, ProviderType};
 
 /// The backend for `settings`, with its credentials read from `secrets`, reporting each of
-/// its requests to `meter`.
+/// its requests to `meter`; `cluster` for those that write Kubernetes objects (externalDNS).
 pub async fn connect(
     settings: &ProviderSettings,
     secrets: &dyn SecretSource,
     meter: Arc<dyn ApiMeter>,
+    cluster: Option<kube::Client>,
 ) -> Result<Arc<dyn DnsBackend>, ConnectError> {
     let missing = |t: ProviderType| ConnectError::MissingSettings {
         provider_type: t.as_str(),
@@ -58,6 +60,11 @@ pub async fn connect(
         ),
         t @ ProviderType::Google => Arc::new(
             Google::from_spec(settings.google.as_ref().ok_or(missing(t))?, secrets)
+                .await?
+                .with_meter(meter),
+        ),
+        t @ ProviderType::ExternalDns => Arc::new(
+            ExternalDns::from_spec(settings.external_dns.as_ref().ok_or(missing(t))?, cluster)
                 .await?
                 .with_meter(meter),
         ),

@@ -64,7 +64,8 @@ pub struct Rfc2136 {
 /// The server, its key and the connection to it.
 struct Server {
     address: SocketAddr,
-    signer: TSigner,
+    /// None for a reader (`Rfc2136::reader`): its queries go unsigned.
+    signer: Option<TSigner>,
     timeout: Duration,
     meter: Arc<dyn ApiMeter>,
     /// The open connection and its number, made on first use and again after a failure.
@@ -128,13 +129,27 @@ impl Rfc2136 {
             .map_err(|e| DnsError::Config(format!("TSIG key: {e}")))?;
         Ok(Rfc2136::with_server(Server {
             address: server,
-            signer,
+            signer: Some(signer),
             timeout: TIMEOUT,
             meter: Arc::new(NoMeter),
             connection: tokio::sync::Mutex::new(None),
             connections: AtomicU64::new(0),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
         }))
+    }
+
+    /// Reads only, without TSIG: the TXT and address queries of another backend (the
+    /// externalDNS export's read back) to a server that answers them.
+    pub fn reader(server: SocketAddr) -> Self {
+        Rfc2136::with_server(Server {
+            address: server,
+            signer: None,
+            timeout: TIMEOUT,
+            meter: Arc::new(NoMeter),
+            connection: tokio::sync::Mutex::new(None),
+            connections: AtomicU64::new(0),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        })
     }
 
     fn with_server(server: Server) -> Self {
@@ -164,6 +179,11 @@ impl Rfc2136 {
             connections: AtomicU64::new(0),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
         })
+    }
+
+    /// The server it talks to.
+    pub fn server(&self) -> SocketAddr {
+        self.server.address
     }
 
     /// How many TCP connections this backend has opened so far.
@@ -241,10 +261,12 @@ impl Server {
             .await
             .map_err(|_| DnsError::Unreachable(format!("{}: connection timed out", self.address)))?
             .map_err(|e| DnsError::Unreachable(format!("{}: {e}", self.address)))?;
-        let sender = DnsMultiplexer::new(stream, handle)
+        let mut sender = DnsMultiplexer::new(stream, handle)
             .with_timeout(self.timeout)
-            .with_max_active_requests(MAX_IN_FLIGHT)
-            .with_signer(self.signer.clone());
+            .with_max_active_requests(MAX_IN_FLIGHT);
+        if let Some(signer) = &self.signer {
+            sender = sender.with_signer(signer.clone());
+        }
         let (client, background) = Client::<TokioRuntimeProvider>::from_sender(sender);
         tokio::spawn(background);
         let number = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -525,7 +547,7 @@ fn from_net(server: &SocketAddr, message: String) -> DnsError {
 }
 
 /// `host:port`, `[v6]:port` or a bare host (port 53).
-async fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve_server(server: &str) -> Result<SocketAddr, String> {
     let has_port = server.parse::<SocketAddr>().is_ok()
         || server
             .rsplit_once(':')

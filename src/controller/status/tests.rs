@@ -60,6 +60,8 @@ fn settled() -> Stages {
             )],
             conflicts: Vec::new(),
             manual: false,
+            by_hand: Vec::new(),
+            awaiting: Vec::new(),
             changes: 0,
         }),
         listed_ahead: Vec::new(),
