@@ -19,29 +19,9 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
-use support::controller_process::{BIND_PROVIDER, Controller, bind_provider};
-use support::maildomain::{condition, wait_for};
+use support::controller_process::{Controller, bind_maildomain, bind_provider};
+use support::maildomain::{published, wait_for};
 use support::random_suffix;
-
-fn manifest(name: &str, domain: &str, dmarc: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
-        "metadata": {"name": name},
-        "spec": {
-            "domain": domain, "ttl": 60, "dnsProviderRef": {"name": BIND_PROVIDER},
-            "mx": [format!("mx1.{domain}")],
-            "mtaSts": {"mode": "testing"},
-            "tlsRpt": {"rua": [format!("mailto:tlsrpt@{domain}")]},
-            "spf": {"mechanisms": ["mx"], "all": "fail"},
-            "dmarc": {"policy": dmarc}
-        }
-    })
-}
-
-fn published(md: &MailDomain) -> bool {
-    condition(md, "DNSPublished").is_some_and(|c| c.0 == "True")
-        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
-}
 
 /// One of the environment's processes: its pid file and command line.
 struct Component {
@@ -134,15 +114,7 @@ async fn after_the_api_server_and_etcd_restart_it_converges_exactly() {
     bind_provider(env, &client, &n).await;
     let log = std::env::temp_dir().join(format!("mailsec-api-restart-{n}.log"));
     eprintln!("controller log: {}", log.display());
-    let (listen, admin) = (support::free_addr(), support::free_addr());
-    tokio::spawn(mailsec_operator::serve::run(
-        client.clone(),
-        listen,
-        admin,
-        None,
-    ));
-    support::wait_ready(admin).await;
-    let policy_server = format!("http://{listen}");
+    let (_, policy_server) = support::controller_process::policy_server(&client).await;
     let mut controller = Controller::start(
         env,
         &n,
@@ -162,7 +134,7 @@ async fn after_the_api_server_and_etcd_restart_it_converges_exactly() {
             api.patch(
                 &name,
                 &PatchParams::apply("api-restart-test").force(),
-                &Patch::Apply(manifest(&name, &domain, dmarc)),
+                &Patch::Apply(bind_maildomain(&name, &domain, dmarc)),
             )
             .await
             .expect("apply")

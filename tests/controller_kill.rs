@@ -188,15 +188,7 @@ async fn killed_at_random_points_it_converges_exactly() {
     eprintln!("controller log: {}", log.display());
 
     // The policy server, and a poller that notes every policy it serves.
-    let (listen, admin) = (support::free_addr(), support::free_addr());
-    tokio::spawn(mailsec_operator::serve::run(
-        client.clone(),
-        listen,
-        admin,
-        None,
-    ));
-    support::wait_ready(admin).await;
-    let policy_server = format!("http://{listen}");
+    let (listen, policy_server) = support::controller_process::policy_server(&client).await;
     let with_policy_server = ["--policy-server-url", policy_server.as_str()];
     let domains: Vec<String> = (0..DOMAINS)
         .map(|i| format!("kill{i}-{}.{}", random_suffix(), env.dns.zone))

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
-use support::controller_process::{BIND_PROVIDER, Controller, bind_provider_for};
-use support::maildomain::{condition, wait_for};
+use support::controller_process::{Controller, bind_maildomain, bind_provider_for};
+use support::maildomain::{condition, published, wait_for};
 use support::{DnsSettings, random_suffix};
 
 const FOREIGN: &str = "\"google-site-verification=restart\"";
@@ -146,27 +146,6 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn manifest(name: &str, domain: &str, dmarc: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
-        "metadata": {"name": name},
-        "spec": {
-            "domain": domain, "ttl": 60, "dnsProviderRef": {"name": BIND_PROVIDER},
-            "mx": [format!("mx1.{domain}")],
-            "mtaSts": {"mode": "testing"},
-            "tlsRpt": {"rua": [format!("mailto:tlsrpt@{domain}")]},
-            "spf": {"mechanisms": ["mx"], "all": "fail"},
-            "dmarc": {"policy": dmarc}
-        }
-    })
-}
-
-/// DNSPublished=True for the current generation.
-fn published(md: &MailDomain) -> bool {
-    condition(md, "DNSPublished").is_some_and(|c| c.0 == "True")
-        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_dns_server_restart_it_converges_exactly() {
     let Some(env) = support::env() else { return };
@@ -177,15 +156,7 @@ async fn after_a_dns_server_restart_it_converges_exactly() {
     bind_provider_for(&bind.dns, &client, &n).await;
     let log = std::env::temp_dir().join(format!("mailsec-dns-restart-{n}.log"));
     eprintln!("controller log: {}", log.display());
-    let (listen, admin) = (support::free_addr(), support::free_addr());
-    tokio::spawn(mailsec_operator::serve::run(
-        client.clone(),
-        listen,
-        admin,
-        None,
-    ));
-    support::wait_ready(admin).await;
-    let policy_server = format!("http://{listen}");
+    let (_, policy_server) = support::controller_process::policy_server(&client).await;
     let _controller = Controller::start(
         env,
         &n,
@@ -201,7 +172,7 @@ async fn after_a_dns_server_restart_it_converges_exactly() {
             api.patch(
                 &name,
                 &PatchParams::apply("dns-restart-test").force(),
-                &Patch::Apply(manifest(&name, &domain, dmarc)),
+                &Patch::Apply(bind_maildomain(&name, &domain, dmarc)),
             )
             .await
             .expect("apply")

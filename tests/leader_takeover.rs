@@ -14,34 +14,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
-use support::controller_process::{BIND_PROVIDER, Controller, bind_provider};
-use support::maildomain::{condition, wait_for};
+use support::controller_process::{Controller, bind_maildomain, bind_provider};
+use support::maildomain::{published, wait_for};
 use support::random_suffix;
 
 /// The controller's Lease duration (src/controller/run.rs).
 const LEASE_SECONDS: u64 = 15;
-
-fn manifest(name: &str, domain: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
-        "metadata": {"name": name},
-        "spec": {
-            "domain": domain, "ttl": 60, "dnsProviderRef": {"name": BIND_PROVIDER},
-            "mx": [format!("mx1.{domain}")],
-            "mtaSts": {"mode": "testing"},
-            "tlsRpt": {"rua": [format!("mailto:tlsrpt@{domain}")]},
-            "spf": {"mechanisms": ["mx"], "all": "fail"},
-            "dmarc": {"policy": "none"}
-        }
-    })
-}
-
-/// DNSPublished=True for the current generation (Ready also needs the live checks, which
-/// cannot pass for these made-up domains).
-fn published(md: &MailDomain) -> bool {
-    condition(md, "DNSPublished").is_some_and(|c| c.0 == "True")
-        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
-}
 
 /// The Lease's holder and when it was last renewed.
 async fn holder(leases: &Api<Lease>) -> Option<(String, SystemTime)> {
@@ -59,15 +37,7 @@ async fn the_standby_takes_over_when_the_killed_leaders_lease_runs_out() {
     bind_provider(env, &client, &n).await;
     let log = std::env::temp_dir().join(format!("mailsec-takeover-{n}.log"));
     eprintln!("controller log: {}", log.display());
-    let (listen, admin) = (support::free_addr(), support::free_addr());
-    tokio::spawn(mailsec_operator::serve::run(
-        client.clone(),
-        listen,
-        admin,
-        None,
-    ));
-    support::wait_ready(admin).await;
-    let policy_server = format!("http://{listen}");
+    let (_, policy_server) = support::controller_process::policy_server(&client).await;
     let extra = ["--policy-server-url", policy_server.as_str()];
 
     let a = Controller::start_replica(env, &n, &log, "replica-a", &extra);
@@ -88,7 +58,7 @@ async fn the_standby_takes_over_when_the_killed_leaders_lease_runs_out() {
             api.patch(
                 &name,
                 &PatchParams::apply("takeover-test").force(),
-                &Patch::Apply(manifest(&name, &domain)),
+                &Patch::Apply(bind_maildomain(&name, &domain, "none")),
             )
             .await
             .expect("apply")

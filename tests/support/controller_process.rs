@@ -14,6 +14,37 @@ use super::TestEnv;
 /// The name of the DNSProvider [`bind_provider`] applies.
 pub const BIND_PROVIDER: &str = "bind";
 
+/// A MailDomain `name` for `domain` on the BIND provider: MTA-STS testing, TLS-RPT, SPF and
+/// DMARC with `dmarc` as its policy.
+pub fn bind_maildomain(name: &str, domain: &str, dmarc: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "mailsec.io/v1alpha1", "kind": "MailDomain",
+        "metadata": {"name": name},
+        "spec": {
+            "domain": domain, "ttl": 60, "dnsProviderRef": {"name": BIND_PROVIDER},
+            "mx": [format!("mx1.{domain}")],
+            "mtaSts": {"mode": "testing"},
+            "tlsRpt": {"rua": [format!("mailto:tlsrpt@{domain}")]},
+            "spf": {"mechanisms": ["mx"], "all": "fail"},
+            "dmarc": {"policy": dmarc}
+        }
+    })
+}
+
+/// A policy server (`mailsec serve`) as a task of the test, ready: its address, and its URL
+/// for the controller's `--policy-server-url`.
+pub async fn policy_server(client: &Client) -> (std::net::SocketAddr, String) {
+    let (listen, admin) = (super::free_addr(), super::free_addr());
+    tokio::spawn(mailsec_operator::serve::run(
+        client.clone(),
+        listen,
+        admin,
+        None,
+    ));
+    super::wait_ready(admin).await;
+    (listen, format!("http://{listen}"))
+}
+
 /// The controller process, killed by its PID when dropped.
 pub struct Controller {
     child: Child,

@@ -16,6 +16,13 @@ pub fn condition<'a>(md: &'a MailDomain, type_: &str) -> Option<(&'a str, &'a st
 }
 
 /// Ready=True for the current generation.
+/// DNSPublished=True for the current generation (Ready also needs the live checks, which
+/// cannot pass for made-up domains).
+pub fn published(md: &MailDomain) -> bool {
+    condition(md, "DNSPublished").is_some_and(|c| c.0 == "True")
+        && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
+}
+
 pub fn ready(md: &MailDomain) -> bool {
     condition(md, "Ready").is_some_and(|c| c.0 == "True")
         && md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
