@@ -1,6 +1,6 @@
 # Local development and CI entry points. Everything runs on loopback and is bounded in time.
 #
-#   make tools   build/install kube-apiserver, kubectl, etcd, helm, BIND 9, LocalDnsHelper, ... (scripts/tools.sh)
+#   make tools   build/install kube-apiserver, kubectl, etcd, helm, BIND 9, LocalDnsHelper, external-dns's parts, ... (scripts/tools.sh)
 #   make up      start the local environment; prints exports: eval "$(make -s up)"
 #   make down    stop it and remove its state
 #   make test    the full suite (what .ci/run runs): tools, lint, env-lifecycle, integration

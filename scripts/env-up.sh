@@ -43,12 +43,15 @@ for b in etcd kube-apiserver kubectl; do
 done
 CERT_MANAGER_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" cert-manager-crds)
 GATEWAY_API_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" gateway-api-crds)
+EXTERNAL_DNS_CRDS=$("$MAILSEC_ROOT/scripts/tools.sh" external-dns-crds)
 MOTO_PATH=$("$MAILSEC_ROOT/scripts/tools.sh" motopath)
 [ -d "$MOTO_PATH/moto" ] || die "moto is missing in $MOTO_PATH: run \`make tools\` (scripts/tools.sh) first"
 [ -s "$CERT_MANAGER_CRDS/cert-manager.io_certificates.yaml" ] ||
   die "cert-manager CRDs are missing in $CERT_MANAGER_CRDS: run \`make tools\` (scripts/tools.sh) first"
 [ -s "$GATEWAY_API_CRDS/gateway.networking.k8s.io_httproutes.yaml" ] ||
   die "Gateway API CRDs are missing in $GATEWAY_API_CRDS: run \`make tools\` (scripts/tools.sh) first"
+[ -s "$EXTERNAL_DNS_CRDS/dnsendpoints.externaldns.k8s.io.yaml" ] ||
+  die "external-dns's DNSEndpoint CRD is missing in $EXTERNAL_DNS_CRDS: run \`make tools\` (scripts/tools.sh) first"
 NAMED=$(command -v named || echo /usr/sbin/named)
 KNOTD=$(command -v knotd || echo /usr/sbin/knotd)
 PDNS=$(command -v pdns_server || echo /usr/sbin/pdns_server)
@@ -103,7 +106,7 @@ kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout=3
 
 crd_files() {
   local dir
-  for dir in "$MAILSEC_ROOT/crds" "$CERT_MANAGER_CRDS" "$GATEWAY_API_CRDS"; do
+  for dir in "$MAILSEC_ROOT/crds" "$CERT_MANAGER_CRDS" "$GATEWAY_API_CRDS" "$EXTERNAL_DNS_CRDS"; do
     find "$dir" -maxdepth 1 -type f \( -name '*.yaml' -o -name '*.yml' \) 2>/dev/null | sort
   done
 }
@@ -117,7 +120,7 @@ apply_crds() {
   # shellcheck disable=SC2086
   sum=$(cat $files | sha256sum | cut -d' ' -f1)
   [ "$(cat "$STATE/crds.sha256" 2>/dev/null)" = "$sum" ] && return 0
-  log "applying CRDs from crds/, $CERT_MANAGER_CRDS and $GATEWAY_API_CRDS"
+  log "applying CRDs from crds/, $CERT_MANAGER_CRDS, $GATEWAY_API_CRDS and $EXTERNAL_DNS_CRDS"
   # shellcheck disable=SC2046
   names=$(kubectl_ apply --server-side --force-conflicts --field-manager=mailsec-env-up \
     $(printf -- '-f %s ' $files) -o name) || return 1
@@ -342,6 +345,8 @@ zone "$ZONE" {
 	type primary;
 	file "$NAMED_DIR/$ZONE.zone";
 	update-policy { grant $TSIG_NAME zonesub ANY; };
+	// external-dns's rfc2136 provider reads the zone by AXFR (tests/external_dns.rs).
+	allow-transfer { key $TSIG_NAME; };
 };
 EOF
 EXTRA_ZONES=${MAILSEC_BIND_EXTRA_ZONES:-0}

@@ -10,6 +10,7 @@
 #   scripts/tools.sh bindir             print the bin directory only
 #   scripts/tools.sh cert-manager-crds  print the directory of the cert-manager CRD files only
 #   scripts/tools.sh gateway-api-crds   print the directory of the Gateway API CRD files only
+#   scripts/tools.sh external-dns-crds  print the directory of external-dns's DNSEndpoint CRD only
 #   scripts/tools.sh pythonpath         print the PYTHONPATH holding aiosmtpd only
 #   scripts/tools.sh motopath           print the PYTHONPATH holding moto only
 set -euo pipefail
@@ -39,6 +40,10 @@ GATEWAY_API_CRDS="$CACHE/crds/gateway-api-$GATEWAY_API_VERSION"
 GATEWAY_API_CRD_FILES=(gateway.networking.k8s.io_gatewayclasses.yaml gateway.networking.k8s.io_gateways.yaml
   gateway.networking.k8s.io_httproutes.yaml gateway.networking.k8s.io_referencegrants.yaml)
 
+# external-dns's DNSEndpoint CRD (from its Go module; scripts/tools.d/external-dns.sh), for the
+# externalDNS export's tests.
+EXTERNAL_DNS_CRDS="$CACHE/crds/external-dns-0.23.0"
+
 if [ "${1:-}" = bindir ]; then echo "$BIN"; exit 0; fi
 # A real SMTP server with STARTTLS (aiosmtpd, from PyPI) for the SMTP checks' tests.
 PYTHON_TOOLS="$CACHE/python/aiosmtpd-$AIOSMTPD_VERSION"
@@ -48,6 +53,7 @@ MOTO_TOOLS="$CACHE/python/moto-$MOTO_VERSION"
 
 if [ "${1:-}" = cert-manager-crds ]; then echo "$CERT_MANAGER_CRDS"; exit 0; fi
 if [ "${1:-}" = gateway-api-crds ]; then echo "$GATEWAY_API_CRDS"; exit 0; fi
+if [ "${1:-}" = external-dns-crds ]; then echo "$EXTERNAL_DNS_CRDS"; exit 0; fi
 if [ "${1:-}" = motopath ]; then echo "$MOTO_TOOLS"; exit 0; fi
 if [ "${1:-}" = pythonpath ]; then echo "$PYTHON_TOOLS"; exit 0; fi
 

@@ -33,6 +33,8 @@ const CERTIFICATE_POLL: Duration = Duration::from_secs(30);
 /// How soon to look again while DNS does not answer an export yet (external-dns syncs every
 /// minute by default).
 const EXPORT_POLL: Duration = Duration::from_secs(15);
+/// How soon to look again for records to publish by hand (one read of their names).
+const BY_HAND_POLL: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(guard: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -311,8 +313,10 @@ async fn run_stages(
     match publish_dns(md, ctx, &target, &records, (&policy_host, &address), old).await {
         Ok(published) => {
             changed |= published.changes > 0;
-            // Nothing tells when external-dns has published an export: look again soon.
+            // Nothing tells when external-dns has published an export, or a human a record
+            // to publish by hand: look again soon.
             pass.wait((!published.awaiting.is_empty()).then_some(EXPORT_POLL));
+            pass.wait((!published.by_hand.is_empty()).then_some(BY_HAND_POLL));
             stages.published = Some(published);
         }
         Err(e) => stop!(Stage::Dns, e),

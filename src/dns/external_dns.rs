@@ -472,20 +472,34 @@ impl DnsBackend for View {
         Box::pin(async move {
             let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
             let answered = self.export.reader.read(&names).await?;
-            let message = format!(
-                "exported in {}; waiting for external-dns to publish it ({} does not answer it yet)",
-                self.what(),
-                self.export.resolver
-            );
             Ok(Some(
                 records
                     .iter()
-                    .filter(|(name, value)| {
-                        !answered
-                            .get(name)
-                            .is_some_and(|rr| rr.values.len() == 1 && rr.values[0] == *value)
+                    .filter_map(|(name, value)| {
+                        let values = answered.get(name).map(|rr| rr.values.as_slice());
+                        if values == Some(std::slice::from_ref(value)) {
+                            return None;
+                        }
+                        let answer = match values {
+                            None | Some([]) => "does not answer it yet".to_owned(),
+                            Some(values) => format!(
+                                "answers {}",
+                                values
+                                    .iter()
+                                    .map(|v| format!("\"{v}\""))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        Some((
+                            name.clone(),
+                            format!(
+                                "exported in {}; waiting for external-dns to publish it ({} {answer})",
+                                self.what(),
+                                self.export.resolver
+                            ),
+                        ))
                     })
-                    .map(|(name, _)| (name.clone(), message.clone()))
                     .collect(),
             ))
         })
