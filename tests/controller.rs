@@ -7,7 +7,6 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use mailsec_operator::api::MailDomain;
@@ -128,22 +127,7 @@ impl Operator {
 }
 
 async fn apply_json(client: &Client, ns: &str, value: serde_json::Value) {
-    let kind = value["kind"].as_str().expect("kind").to_owned();
-    let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-    let resource = match kind.as_str() {
-        "MailDomain" => kube::core::ApiResource::erase::<MailDomain>(&()),
-        "DNSProvider" => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
-        "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
-        other => panic!("kind {other}"),
-    };
-    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(value),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    support::apply_json(client, ns, MANAGER, value).await;
 }
 
 /// The TSIG Secret and a DNSProvider writing the test zone.

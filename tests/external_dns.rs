@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams};
-use mailsec_operator::api::MailDomain;
+use kube::api::DynamicObject;
+use mailsec_operator::api::{MailDomain, RecordState};
 use mailsec_operator::dns::external_dns::dns_endpoint_resource;
 use support::maildomain::{condition, wait_for};
 use support::{DnsSettings, TestEnv, random_suffix};
@@ -132,21 +132,7 @@ impl Drop for ExternalDnsProcess {
 }
 
 async fn apply(client: &kube::Client, ns: &str, value: serde_json::Value) {
-    let kind = value["kind"].as_str().expect("kind").to_owned();
-    let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-    let resource = match kind.as_str() {
-        "Secret" => kube::core::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
-        "DNSProvider" => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
-        _ => kube::core::ApiResource::erase::<MailDomain>(&()),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    api.patch(
-        &name,
-        &PatchParams::apply("external-dns-test").force(),
-        &Patch::Apply(value),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    support::apply_json(client, ns, "external-dns-test", value).await;
 }
 
 fn dkim_key() -> String {
@@ -220,7 +206,7 @@ async fn export_end_to_end(downstream: Downstream) {
                 s.records
                     .iter()
                     .filter(|r| r.name != domain)
-                    .all(|r| format!("{:?}", r.state) == "Published")
+                    .all(|r| r.state == RecordState::Published)
             })
     })
     .await;
@@ -234,7 +220,7 @@ async fn export_end_to_end(downstream: Downstream) {
         .iter()
         .find(|r| r.name == domain)
         .expect("SPF listed in status.records");
-    assert_eq!(format!("{:?}", spf.state), "Pending");
+    assert_eq!(spf.state, RecordState::Pending);
     assert!(
         spf.message
             .as_deref()

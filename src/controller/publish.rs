@@ -248,15 +248,15 @@ pub async fn run(
             };
             let (state, message) =
                 publish_address(target, host, want, &current, manual, &mut changes).await?;
-            if let (RecordState::Pending, Some(m), Some(set)) = (state, message.as_ref(), want)
-                && backend.refuses(host, "CNAME").is_some()
+            if let (RecordState::Pending, Some(why), Some(set)) =
+                (state, backend.refuses(host, "CNAME"), want)
             {
                 let values: Vec<String> = set
                     .records()
                     .into_iter()
                     .map(|(t, v)| format!("{t} {v}"))
                     .collect();
-                by_hand_lines.push(format!("{host} {} ({m})", values.join(", ")));
+                by_hand_lines.push(format!("{host} {} ({why})", values.join(", ")));
             }
             if let Some(m) = message.as_ref().filter(|_| state == RecordState::Conflict) {
                 conflicts.push(m.clone());

@@ -137,11 +137,15 @@ fn object_name(maildomain: &str) -> String {
     format!("{}-{hex}", &name[..240].trim_end_matches(['-', '.']))
 }
 
-/// The export as one MailDomain sees it.
+/// The export as one MailDomain sees it, for one pass (`scoped` makes one per reconcile).
 struct View {
     export: Arc<Shared>,
     namespace: String,
     maildomain: String,
+    /// What DNS answered at this pass's read: `unpublished` compares with it instead of asking
+    /// again. What this pass exports cannot be in DNS yet; what external-dns publishes between
+    /// the read and the end of the pass is seen at the next pass (`ExportPending` polls).
+    answered: std::sync::Mutex<Current>,
 }
 
 impl View {
@@ -411,6 +415,7 @@ impl DnsBackend for ExternalDns {
             export: self.shared.clone(),
             namespace: namespace.to_owned(),
             maildomain: maildomain.to_owned(),
+            answered: Default::default(),
         }))
     }
 }
@@ -435,6 +440,9 @@ impl DnsBackend for View {
             let (answered, exported) =
                 futures_util::future::join(self.export.reader.read(names), self.exported()).await;
             let mut current = answered?;
+            if let Ok(mut kept) = self.answered.lock() {
+                kept.clone_from(&current);
+            }
             let exported = exported_values(&exported?.map(|(_, e)| e).unwrap_or_default());
             for name in names {
                 if let Some(rrset) = exported.get(name) {
@@ -470,8 +478,7 @@ impl DnsBackend for View {
         records: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<Option<Unpublished>, DnsError>> {
         Box::pin(async move {
-            let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
-            let answered = self.export.reader.read(&names).await?;
+            let answered = self.answered.lock().map(|a| a.clone()).unwrap_or_default();
             Ok(Some(
                 records
                     .iter()

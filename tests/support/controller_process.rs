@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
 
 use super::TestEnv;
 
@@ -159,23 +157,7 @@ pub async fn bind_provider(env: &TestEnv, client: &Client, ns: &str) {
 
 /// As [`bind_provider`], for the server `dns` describes.
 pub async fn bind_provider_for(dns: &super::DnsSettings, client: &Client, ns: &str) {
-    let apply = |value: serde_json::Value| async move {
-        let kind = value["kind"].as_str().expect("kind").to_owned();
-        let name = value["metadata"]["name"].as_str().expect("name").to_owned();
-        let resource = match kind.as_str() {
-            "Secret" => kube::core::ApiResource::erase::<Secret>(&()),
-            _ => kube::core::ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
-        };
-        let api: Api<kube::core::DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &resource);
-        api.patch(
-            &name,
-            &PatchParams::apply("controller-process-test").force(),
-            &Patch::Apply(value),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
-    };
+    let apply = |value| super::apply_json(client, ns, "controller-process-test", value);
     apply(serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
         "stringData": {"secret": dns.tsig_secret}

@@ -737,6 +737,29 @@ pub async fn wait_ready(admin: SocketAddr) {
     }
 }
 
+/// Applies `value` (a Secret, DNSProvider or MailDomain) in `ns` by server-side apply as
+/// `manager`, taking over conflicting fields.
+pub async fn apply_json(client: &Client, ns: &str, manager: &str, value: serde_json::Value) {
+    use kube::api::{Patch, PatchParams};
+    use kube::core::{ApiResource, DynamicObject};
+    let kind = value["kind"].as_str().expect("kind").to_owned();
+    let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+    let resource = match kind.as_str() {
+        "MailDomain" => ApiResource::erase::<mailsec_operator::api::MailDomain>(&()),
+        "DNSProvider" => ApiResource::erase::<mailsec_operator::api::DNSProvider>(&()),
+        "Secret" => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+        other => panic!("kind {other}"),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.patch(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
 /// Annotates the MailDomain to skip the MTA-STS withdrawal wait, deletes it (unless a deletion
 /// is already under way) and waits (60 s at most) until the controller has removed its records
 /// and its finalizer. The annotation has a field manager of its own: applied by the manager
